@@ -1,0 +1,196 @@
+"""JITNet in Flax (linen), following ``src/res_seg.py`` of the authors' TensorFlow code.
+
+Layout for an input of ``H x W`` (any size; strided layers round up, ``ceil(H / 2)``):
+
+  stem     conv3x3/2 -> max(16m, 8)   (H/2)   BN+ReLU
+           conv3x3/2 -> max(64m, 8)   (H/4)   BN+ReLU
+  encoder  3 blocks, widths max([128,128,256]*m, 8), each (num_units-1) stride-1 units then a
+           stride-2 unit  -> H/8, H/16, H/32
+  decoder  3 blocks, widths max([256,128,64]*m, min_dec); block b concatenates the matching encoder
+           output (skips at H/16, H/8), runs num_units units, then bilinearly upsamples to the
+           next encoder size (H/16, H/8, H/4)
+  head     upsample to H/2, conv3x3 -> max(64m, min_dec), conv3x3 -> max(16m, min_dec) (BN+ReLU),
+           upsample to H (then to the full frame if ``scale < 1``), conv1x1 -> logits (with bias)
+
+``min_dec`` is 8 for <= 8 classes, 16 for <= 16, else 32. Upsampling uses exact recorded sizes, so no
+padding is needed for frame sizes that are not multiples of 32. Convs followed by BatchNorm have no
+bias, the others do (slim's ``normalizer_fn`` convention), which reproduces the official parameter
+count (0.752 M for m=0.5, 23 classes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jitnet_jax.config import ModelConfig
+from jitnet_jax.resize import resize_bilinear
+
+_KERNEL_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+
+
+def min_decoder_filters(num_classes: int) -> int:
+    """Smallest decoder width used by the official code for ``num_classes``."""
+    if num_classes > 16:
+        return 32
+    if num_classes > 8:
+        return 16
+    return 8
+
+
+def _pad_for(kernel: tuple[int, int], stride: int) -> Any:
+    """'SAME' for stride 1; explicit symmetric padding for strided convs (slim conv2d_same)."""
+    if stride == 1:
+        return "SAME"
+    return tuple(((k - 1) // 2, (k - 1) - (k - 1) // 2) for k in kernel)
+
+
+class ConvBNReLU(nn.Module):
+    """conv (no bias) -> BatchNorm -> ReLU, like slim.conv2d under ressep_arg_scope."""
+
+    features: int
+    kernel: tuple[int, int] = (3, 3)
+    stride: int = 1
+    bn_momentum: float = 0.997
+    bn_eps: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, use_running_average: bool) -> jnp.ndarray:
+        x = nn.Conv(
+            self.features,
+            self.kernel,
+            strides=self.stride,
+            padding=_pad_for(self.kernel, self.stride),
+            use_bias=False,
+            kernel_init=_KERNEL_INIT,
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=use_running_average, momentum=self.bn_momentum, epsilon=self.bn_eps
+        )(x)
+        return nn.relu(x)
+
+
+class ResidualUnit(nn.Module):
+    """Pre-activation residual unit (``basic`` / ``basic_sep`` in res_seg.py).
+
+    BN+ReLU preactivation; shortcut is the (subsampled) input when the width is unchanged, else a
+    strided 1x1 conv of the preactivation. Residual: 3x3 conv (stride) + BN + ReLU, then 1x3 and 3x1
+    convs with bias. The separable variant uses depthwise 3x3 (+BN+ReLU) and pointwise convs.
+    """
+
+    features: int
+    stride: int = 1
+    separable: bool = False
+    bn_momentum: float = 0.997
+    bn_eps: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, use_running_average: bool) -> jnp.ndarray:
+        bn = dict(momentum=self.bn_momentum, epsilon=self.bn_eps)
+        depth_in = x.shape[-1]
+        preact = nn.relu(nn.BatchNorm(use_running_average=use_running_average, **bn)(x))
+        if depth_in == self.features:
+            shortcut = x[:, :: self.stride, :: self.stride, :] if self.stride > 1 else x
+        else:
+            shortcut = nn.Conv(
+                self.features, (1, 1), strides=self.stride, kernel_init=_KERNEL_INIT, name="shortcut"
+            )(preact)
+        if not self.separable:
+            r = ConvBNReLU(self.features, (3, 3), self.stride, **{"bn_momentum": self.bn_momentum,
+                                                                  "bn_eps": self.bn_eps})(
+                preact, use_running_average
+            )
+            r = nn.Conv(self.features, (1, 3), padding="SAME", kernel_init=_KERNEL_INIT)(r)
+            r = nn.Conv(self.features, (3, 1), padding="SAME", kernel_init=_KERNEL_INIT)(r)
+        else:
+            r = _depthwise_bn_relu(preact, 1, use_running_average, bn)
+            r = ConvBNReLU(self.features, (1, 1), self.stride, self.bn_momentum, self.bn_eps)(
+                r, use_running_average
+            )
+            r = _depthwise_bn_relu(r, 1, use_running_average, bn)
+            r = nn.Conv(self.features, (1, 1), kernel_init=_KERNEL_INIT)(r)
+        return shortcut + r
+
+
+def _depthwise_bn_relu(
+    x: jnp.ndarray, stride: int, use_running_average: bool, bn: dict[str, float]
+) -> jnp.ndarray:
+    c = x.shape[-1]
+    x = nn.Conv(
+        c, (3, 3), strides=stride, padding="SAME", feature_group_count=c, use_bias=False,
+        kernel_init=_KERNEL_INIT,
+    )(x)
+    x = nn.BatchNorm(use_running_average=use_running_average, **bn)(x)
+    return nn.relu(x)
+
+
+class JITNet(nn.Module):
+    """The JITNet student.
+
+    Call: ``logits = JITNet(cfg).apply(variables, frames, train=..., mutable=["batch_stats"])``.
+
+    Args (``__call__``):
+      frames: uint8 or float ``[B, H, W, 3]``; uint8 is mapped to ``x / 127.5 - 1``.
+      train: True normalises with batch statistics and updates running averages.
+    Returns:
+      float32 logits ``[B, H, W, num_classes]``.
+    """
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, frames: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        cfg = self.cfg
+        m = cfg.width_multiplier
+        use_ra = (not train) and cfg.bn_mode == "running"
+        bn = {"bn_momentum": cfg.bn_momentum, "bn_eps": cfg.bn_eps}
+        x = frames.astype(jnp.float32)
+        if frames.dtype == jnp.uint8:
+            x = x / 127.5 - 1.0
+        full_size = (x.shape[1], x.shape[2])
+        if cfg.scale < 1.0:
+            x = resize_bilinear(x, (int(cfg.scale * full_size[0]), int(cfg.scale * full_size[1])))
+        in_size = (x.shape[1], x.shape[2])
+
+        min_enc, min_dec = 8, min_decoder_filters(cfg.num_classes)
+        enc_widths = [max(int(m * s), min_enc) for s in (128, 128, 256)]
+        dec_widths = [max(int(m * s), min_dec) for s in (256, 128, 64)]
+        unit = dict(separable=cfg.separable, **bn)
+
+        x = ConvBNReLU(max(int(16 * m), min_enc), (3, 3), 2, **bn, name="conv1")(x, use_ra)
+        conv2_in = (x.shape[1], x.shape[2])
+        x = ConvBNReLU(max(int(64 * m), min_enc), (3, 3), 2, **bn, name="conv2")(x, use_ra)
+
+        enc_outs, enc_sizes = [], []
+        for b, width in enumerate(enc_widths):
+            enc_sizes.append((x.shape[1], x.shape[2]))
+            for u in range(cfg.num_units - 1):
+                x = ResidualUnit(width, 1, **unit, name=f"enc{b}_unit{u}")(x, use_ra)
+            x = ResidualUnit(width, 2, **unit, name=f"enc{b}_down")(x, use_ra)
+            enc_outs.append(x)
+
+        n = len(dec_widths)
+        net = None
+        for b, width in enumerate(dec_widths):
+            skip = enc_outs[n - 1 - b]
+            net = skip if net is None else jnp.concatenate([skip, net], axis=-1)
+            for u in range(cfg.num_units):
+                net = ResidualUnit(width, 1, **unit, name=f"dec{b}_unit{u}")(net, use_ra)
+            net = resize_bilinear(net, enc_sizes[n - 1 - b])
+
+        net = resize_bilinear(net, conv2_in)
+        net = ConvBNReLU(max(int(64 * m), min_dec), (3, 3), 1, **bn, name="decoder_conv2")(net, use_ra)
+        net = ConvBNReLU(max(int(16 * m), min_dec), (3, 3), 1, **bn, name="decoder_conv1")(net, use_ra)
+        net = resize_bilinear(net, in_size)
+        if cfg.scale < 1.0:
+            net = resize_bilinear(net, full_size)
+        logits = nn.Conv(cfg.num_classes, (1, 1), kernel_init=_KERNEL_INIT, name="logits")(net)
+        return logits.astype(jnp.float32)
+
+
+def count_params(params: Any) -> int:
+    """Number of trainable scalars in a params pytree."""
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,1 @@
+"""Teacher precompute stage: teacher exports and real teachers -> label store."""

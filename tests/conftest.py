@@ -1,0 +1,30 @@
+"""Shared fixtures: where the real data lives (``JITNET_DATA`` or ``../shared/data``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path | None:
+    """The shared real-data folder, or None when it is absent."""
+    env = os.environ.get("JITNET_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared" / "data")
+    for c in candidates:
+        if (c / "lvs_mini").is_dir():
+            return c
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of the real data; skips the test with a reason when it is absent."""
+    d = data_dir()
+    if d is None:
+        pytest.skip("real data not found: set JITNET_DATA or put shared/data beside the repo")
+    return d
