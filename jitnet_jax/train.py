@@ -23,7 +23,7 @@ import optax
 from jitnet_jax.config import StudentConfig
 from jitnet_jax.losses import weighted_cross_entropy
 from jitnet_jax.metrics import confusion_matrix, smoothed_min_iou
-from jitnet_jax.model import JITNet
+from jitnet_jax.model import JITNet, init_variables
 from jitnet_jax.optim import make_optimizer
 
 
@@ -62,9 +62,7 @@ def init_state(rng: jax.Array, config: StudentConfig, frame_shape: tuple[int, in
     if len(frame_shape) != 2 or min(frame_shape) < 1:
         raise ValueError(f"frame_shape must be (H, W) with positive sizes, got {frame_shape}")
     init_rng, rng = jax.random.split(rng)
-    model = JITNet(config.model)
-    dummy = jnp.zeros((1, *frame_shape, 3), jnp.uint8)
-    variables = model.init(init_rng, dummy, train=True)
+    variables = init_variables(config.model, init_rng, tuple(frame_shape))
     params = variables["params"]
     tx = make_optimizer(config.optim)
     return StudentState(
