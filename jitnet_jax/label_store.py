@@ -229,12 +229,16 @@ class LabelStoreWriter:
         self.header = header
         self.dir.mkdir(parents=True, exist_ok=True)
         self._checksums: list[str | None] = [None] * header.num_chunks
+        for stale in [*self.dir.glob(".labels_*.tmp"), *self.dir.glob(f".{META_FILE}.*.tmp")]:
+            stale.unlink(missing_ok=True)  # left by a killed writer
         meta_path = self.dir / META_FILE
         if meta_path.exists():
             try:
                 meta = _read_meta(self.dir)
             except DataError as e:
-                raise DataError(f"{e}; cannot resume it: delete {self.dir} or use another output dir") from None
+                raise DataError(
+                    f"{e}; cannot resume it: delete {self.dir} or use another output dir"
+                ) from None
             old = StoreHeader.from_json(meta, str(meta_path))
             if old != header:
                 field = next(

@@ -60,17 +60,16 @@ def smoothed_min_iou(confusion: jnp.ndarray, smoothing: float = 100.0) -> jnp.nd
     return iou.min(axis=-1)
 
 
-def stream_iou(confusion: np.ndarray) -> dict[str, object]:
-    """Stream-level scores from confusion counts summed over all frames (host side, numpy).
+def iou_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict[str, object]:
+    """Stream-level scores from per-class counts summed over all frames (host side, numpy).
 
-    Returns a dict with ``class_iou`` (list, NaN where a class never appears in label or
-    prediction), ``miou`` (mean over *foreground* classes 1..C-1 that appear; NaN if none) and
-    ``tp``/``fp``/``fn`` lists.
+    Args:
+      tp, fp, fn: int ``[C]`` totals.
+    Returns:
+      ``class_iou`` (list of C floats, NaN where a class never appears in label or prediction),
+      ``miou`` (mean over *foreground* classes 1..C-1 that appear; NaN if none), and the counts.
     """
-    conf = np.asarray(confusion, np.int64)
-    tp = np.diag(conf)
-    fp = conf.sum(0) - tp
-    fn = conf.sum(1) - tp
+    tp, fp, fn = (np.asarray(a, np.int64) for a in (tp, fp, fn))
     denom = tp + fp + fn
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
@@ -83,3 +82,10 @@ def stream_iou(confusion: np.ndarray) -> dict[str, object]:
         "fp": fp.tolist(),
         "fn": fn.tolist(),
     }
+
+
+def stream_iou(confusion: np.ndarray) -> dict[str, object]:
+    """:func:`iou_from_counts` of a confusion matrix summed over all frames (int ``[C, C]``)."""
+    conf = np.asarray(confusion, np.int64)
+    tp = np.diag(conf)
+    return iou_from_counts(tp, conf.sum(0) - tp, conf.sum(1) - tp)

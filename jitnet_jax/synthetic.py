@@ -195,6 +195,8 @@ class SyntheticStream:
         # Static sampling grids (frame pixel offsets from the centre).
         self._gy = np.arange(self.height, dtype=np.float32) - self.height / 2.0
         self._gx = np.arange(self.width, dtype=np.float32) - self.width / 2.0
+        self._px = np.arange(self.width, dtype=np.float32) + 0.5  # pixel centres
+        self._py = np.arange(self.height, dtype=np.float32) + 0.5
         self._xnorm = (np.arange(self.width, dtype=np.float32) + 0.5) / self.width
 
     def __len__(self) -> int:
@@ -523,44 +525,47 @@ class SyntheticStream:
         x0, x1 = max(0, math.floor(cx - half_w)), min(self.width, math.ceil(cx + half_w) + 1)
         if y0 >= y1 or x0 >= x1:
             return None
-        # Object-local coordinates normalised by the half sizes.
-        u = ((np.arange(x0, x1, dtype=np.float32) + 0.5 - cx) / a)[None, :]
-        v = ((np.arange(y0, y1, dtype=np.float32) + 0.5 - cy) / b)[:, None]
+        # Object-local coordinates normalised by the half sizes (1-D; 2-D only where needed).
+        u = (self._px[x0:x1] - cx) * (1.0 / a)  # [w]
+        v = (self._py[y0:y1] - cy) * (1.0 / b)  # [h]
         f, ph = float(ob.freq[i]), float(ob.phase[i])
+        tyre = None
         if c == DISC:
-            rr = np.sqrt(u * u + v * v)
-            mask = rr <= 1.0
-            pat = np.clip(0.5 + 2.0 * np.cos(2 * np.pi * (f * rr + ph)), 0.0, 1.0)
+            r2 = (v * v)[:, None] + u * u
+            my, mx = np.nonzero(r2 <= 1.0)
+            # Concentric rings (soft edged), evaluated on the object's pixels only.
+            pm = np.clip(0.5 + 2.0 * np.cos(np.sqrt(r2[my, mx]) * (2 * np.pi * f) + 2 * np.pi * ph), 0.0, 1.0)
         elif c == CAR:
-            rc = 0.45  # corner radius as a fraction of the half height
-            ua = np.maximum(np.abs(u) * a - (a - rc * b), 0.0)
-            vb = np.maximum(np.abs(v) * b - (b - rc * b), 0.0)
-            body = (ua * ua + vb * vb <= (rc * b) ** 2) & (np.abs(v) <= 1.0) & (np.abs(u) <= 1.0)
-            pat = (np.sin(np.pi * f * (v + 1.0) + 0.3) > 0).astype(np.float32)  # [h, 1] stripes
-            wr = 0.38  # wheel radius / b, centred at the bottom edge
-            wx = (np.abs(u) * a - 0.6 * a) / b
-            wheels = wx * wx + (v - 0.95) ** 2 <= wr * wr
-            mask = body | wheels
-            pat = np.where(wheels & (~body | (v > 0.9)), -1.0, pat)  # -1: dark tyre
+            rc = 0.45 * b  # corner radius (px)
+            ua = np.maximum(np.abs(u) * a - (a - rc), 0.0)
+            vb = np.maximum(np.abs(v) * b - (b - rc), 0.0)
+            body = (vb * vb)[:, None] + ua * ua <= rc * rc
+            wx = (np.abs(u) - 0.6) * (a / b)  # wheels: radius 0.38 b, centred at +-0.6 a, 0.95 b
+            wy = v - 0.95
+            wheels = (wy * wy)[:, None] + wx * wx <= 0.38**2
+            my, mx = np.nonzero(body | wheels)
+            stripes = (np.sin((v + 1.0) * (np.pi * f) + 0.3) > 0).astype(np.float32)  # horizontal bands
+            pm = stripes[my]
+            tyre = wheels[my, mx] & ((v[my] > 0.9) | ~body[my, mx])
         else:
-            body = u * u + v * v <= 1.0
-            # Checkered body (checks per half width: freq; per half height: 2 * freq).
-            checks = (np.floor((u + 1.0) * f + ph * 2) + np.floor((v + 1.0) * 2 * f)) % 2
-            hr = 0.8  # head radius / a
-            hv = (v * b + b + hr * a) / a
-            head = u * u + hv * hv <= hr * hr
-            mask = body | head
-            pat = np.where(head, 1.0, checks)
-        my, mx = np.nonzero(mask)
+            u2 = u * u
+            body = (v * v)[:, None] + u2 <= 1.0
+            hr = 0.8  # head radius / a, the head sits on top of the body
+            hv = (v + (b + hr * a) / b) * (b / a)
+            head = (hv * hv)[:, None] + u2 <= hr * hr
+            my, mx = np.nonzero(body | head)
+            # Checkered body (checks per half width: freq; per half height: 2 * freq); plain head.
+            cu = np.floor((u + 1.0) * f + 2.0 * ph)
+            cv = np.floor((v + 1.0) * (2.0 * f))
+            pm = (cu[mx] + cv[my]) % 2
+            pm[head[my, mx]] = 1.0
         if my.size == 0:
             return None
-        # Blend the two tones by the pattern value (in [0, 1]; -1 marks near-black tyres).
-        pm = np.broadcast_to(pat, mask.shape)[my, mx].astype(np.float32)[:, None]
-        c1, c2 = ob.color1[i], ob.color2[i]
-        col = np.where(pm < 0, np.float32(28.0), c1 + (c2 - c1) * pm)
-        my += y0
-        mx += x0
-        frame[my, mx] = col
-        label[my, mx] = c
-        inst[my, mx] = i
+        c1 = ob.color1[i]
+        col = c1 + (ob.color2[i] - c1) * pm.astype(np.float32)[:, None]  # two tones blended by the pattern
+        if tyre is not None:
+            col[tyre] = 28.0  # near-black tyres
+        frame[y0:y1, x0:x1][my, mx] = col
+        label[y0:y1, x0:x1][my, mx] = c
+        inst[y0:y1, x0:x1][my, mx] = i
         return y0, y1, x0, x1

@@ -1,0 +1,235 @@
+"""Host side of the online loop: feed a stream source chunk by chunk to the compiled ``run_chunk``.
+
+Chunks are decoded in a background thread (:func:`~jitnet_jax.prefetch.prefetch`) while the device
+works on the previous one; per-frame statistics come back to the host once per chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from jitnet_jax.costs import CostModel, cost_model_speedup, flops_speedup
+from jitnet_jax.metrics import iou_from_counts
+from jitnet_jax.online import Knobs, OnlineConfig, OnlineState, init_online_state, make_run_chunk
+from jitnet_jax.prefetch import prefetch
+from jitnet_jax.train import init_state
+from jitnet_jax.types import Chunk, StreamSource
+
+PER_FRAME_KEYS = ("frame", "teacher", "updates", "delta", "acc", "tp", "fp", "fn")
+
+
+@dataclasses.dataclass
+class StreamResult:
+    """What a run produced.
+
+    Attributes:
+      state: final online state (on device).
+      per_frame: numpy arrays over the processed frames: ``frame`` int64 [N], ``teacher`` bool [N],
+        ``updates`` int32 [N], ``delta`` int32 [N], ``acc`` float32 [N], ``tp``/``fp``/``fn`` int64 [N, C].
+      wall_s: seconds spent running the compiled chunks (compilation excluded).
+      compile_s: seconds spent compiling.
+    """
+
+    state: OnlineState
+    per_frame: dict[str, np.ndarray]
+    wall_s: float
+    compile_s: float
+
+
+def empty_per_frame(num_classes: int) -> dict[str, np.ndarray]:
+    """Per-frame arrays of length 0 (the start of a fresh run)."""
+    out = {
+        "frame": np.zeros(0, np.int64),
+        "teacher": np.zeros(0, bool),
+        "updates": np.zeros(0, np.int32),
+        "delta": np.zeros(0, np.int32),
+        "acc": np.zeros(0, np.float32),
+    }
+    for k in ("tp", "fp", "fn"):
+        out[k] = np.zeros((0, num_classes), np.int64)
+    return out
+
+
+def chunk_per_frame(chunk: Chunk, stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Host per-frame rows of one chunk's device stats (padding frames dropped)."""
+    n = int(chunk.valid.sum())
+    conf = np.asarray(stats["confusion"][:n], np.int64)
+    tp = np.diagonal(conf, axis1=1, axis2=2)
+    return {
+        "frame": np.arange(chunk.start, chunk.start + n, dtype=np.int64),
+        "teacher": np.asarray(stats["teacher"][:n], bool),
+        "updates": np.asarray(stats["updates"][:n], np.int32),
+        "delta": np.asarray(stats["delta"][:n], np.int32),
+        "acc": np.asarray(stats["acc"][:n], np.float32),
+        "tp": tp,
+        "fp": conf.sum(1) - tp,
+        "fn": conf.sum(2) - tp,
+    }
+
+
+def concat_per_frame(parts: list[dict[str, np.ndarray]], num_classes: int) -> dict[str, np.ndarray]:
+    """Concatenate per-frame dicts."""
+    if not parts:
+        return empty_per_frame(num_classes)
+    return {k: np.concatenate([p[k] for p in parts]) for k in PER_FRAME_KEYS}
+
+
+def confusion_from_per_frame(per_frame: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stream totals (tp, fp, fn), each int64 [C]."""
+    return per_frame["tp"].sum(0), per_frame["fp"].sum(0), per_frame["fn"].sum(0)
+
+
+def new_state(cfg: OnlineConfig, key: jax.Array, frame_shape: tuple[int, int]) -> OnlineState:
+    """A fresh online state for frames of ``(H, W)``."""
+    return init_online_state(init_state(key, cfg.student, frame_shape), cfg)
+
+
+def run_stream(
+    source: StreamSource,
+    cfg: OnlineConfig,
+    key: jax.Array | None = None,
+    *,
+    state: OnlineState | None = None,
+    per_frame: dict[str, np.ndarray] | None = None,
+    max_frames: int | None = None,
+    keep_preds: bool = False,
+    on_chunk: Callable[[OnlineState, Chunk, dict[str, np.ndarray], dict[str, np.ndarray]], None]
+    | None = None,
+    progress: bool = True,
+    prefetch_depth: int = 2,
+) -> StreamResult:
+    """Run online distillation over ``source``.
+
+    Args:
+      source: a :class:`~jitnet_jax.types.StreamSource`.
+      cfg: online settings (validated here).
+      key: PRNG key for a fresh student (ignored when ``state`` is given).
+      state: resume from this state; the stream restarts at ``state.cursor``.
+      per_frame: per-frame stats of the frames before ``state.cursor`` (when resuming).
+      max_frames: stop after this many stream frames (counted from frame 0).
+      keep_preds: keep predictions in the stats passed to ``on_chunk`` (``stats["pred"]``).
+      on_chunk: called after every chunk with ``(state, chunk, chunk_stats, per_frame_so_far)``;
+        used for videos, checkpoints and logging. ``state`` must not be kept across calls (donated).
+      progress: show a tqdm bar with frames/s, live mIoU, delta and teacher %.
+    """
+    cfg.validate()
+    info = source.info
+    if info.num_classes != cfg.student.model.num_classes:
+        raise ValueError(
+            f"stream {info.name} has {info.num_classes} classes {info.class_names} but the student is "
+            f"configured for model.num_classes={cfg.student.model.num_classes}"
+        )
+    total = info.num_frames if max_frames is None else min(info.num_frames, max_frames)
+    if state is None:
+        if key is None:
+            raise ValueError("run_stream needs a PRNG key for a fresh student")
+        state = new_state(cfg, key, (info.height, info.width))
+    start = int(state.cursor)
+    parts = [per_frame] if per_frame is not None and len(per_frame["frame"]) else []
+    if parts and int(parts[0]["frame"][-1]) + 1 != start:
+        raise ValueError(f"per-frame stats end at frame {int(parts[0]['frame'][-1])}, state is at {start}")
+    knobs = Knobs.from_config(cfg)
+    t_chunk = cfg.chunk_size
+    h, w = info.height, info.width
+    abstract = (
+        jax.ShapeDtypeStruct((t_chunk, h, w, 3), np.uint8),
+        jax.ShapeDtypeStruct((t_chunk, h, w), np.uint8),
+        jax.ShapeDtypeStruct((t_chunk, h, w), np.float32),
+        jax.ShapeDtypeStruct((t_chunk,), np.bool_),
+    )
+    t0 = time.perf_counter()
+    compiled = make_run_chunk(cfg, keep_preds).lower(knobs, state, *abstract).compile()
+    compile_s = time.perf_counter() - t0
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=start, unit="frame", desc=info.name, dynamic_ncols=True)
+    wall = 0.0
+    tp_sum = np.zeros(info.num_classes, np.int64)
+    fp_sum = np.zeros_like(tp_sum)
+    fn_sum = np.zeros_like(tp_sum)
+    for part in parts:
+        tp_sum += part["tp"].sum(0)
+        fp_sum += part["fp"].sum(0)
+        fn_sum += part["fn"].sum(0)
+    try:
+        for chunk in prefetch(_limited(source, t_chunk, start, total), prefetch_depth):
+            t1 = time.perf_counter()
+            state, stats = compiled(knobs, state, chunk.frames, chunk.labels, chunk.weights, chunk.valid)
+            stats = jax.device_get(stats)  # the one host sync per chunk
+            wall += time.perf_counter() - t1
+            rows = chunk_per_frame(chunk, stats)
+            parts.append(rows)
+            tp_sum += rows["tp"].sum(0)
+            fp_sum += rows["fp"].sum(0)
+            fn_sum += rows["fn"].sum(0)
+            if bar is not None:
+                n_done = int(rows["frame"][-1]) + 1
+                teach = sum(int(p["teacher"].sum()) for p in parts)
+                miou = iou_from_counts(tp_sum, fp_sum, fn_sum)["miou"]
+                bar.update(len(rows["frame"]))
+                bar.set_postfix(
+                    mIoU=f"{miou:.3f}", delta=int(rows["delta"][-1]), teacher=f"{100 * teach / n_done:.1f}%"
+                )
+            if on_chunk is not None:
+                on_chunk(state, chunk, stats, concat_per_frame(parts, info.num_classes))
+    finally:
+        if bar is not None:
+            bar.close()
+    pf = concat_per_frame(parts, info.num_classes)
+    return StreamResult(state, pf, wall, compile_s)
+
+
+def _limited(source: StreamSource, chunk_size: int, start: int, total: int) -> Any:
+    """Chunks from ``start`` that end at frame ``total`` (later frames marked invalid)."""
+    for chunk in source.chunks(chunk_size, start=start):
+        if chunk.start >= total:
+            return
+        over = chunk.start + np.arange(chunk_size) >= total
+        if over.any():
+            chunk = chunk._replace(valid=chunk.valid & ~over)
+        yield chunk
+
+
+def summarize(
+    result: StreamResult,
+    cfg: OnlineConfig,
+    class_names: tuple[str, ...],
+    cost: CostModel | None = None,
+    gflops: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """The run's summary: stream-level IoU (foreground mIoU), teacher fraction, updates, speedups."""
+    cost = cost or CostModel()
+    pf = result.per_frame
+    scores = iou_from_counts(*confusion_from_per_frame(pf))
+    frames = int(len(pf["frame"]))
+    teacher_frames = int(pf["teacher"].sum())
+    updates = int(pf["updates"].sum())
+    passed = int((pf["teacher"] & (pf["acc"] > cfg.a_thr)).sum())
+    out: dict[str, Any] = {
+        "miou": scores["miou"],
+        "class_iou": dict(zip(class_names, scores["class_iou"])),
+        "frames": frames,
+        "teacher_frames": teacher_frames,
+        "teacher_fraction": teacher_frames / max(frames, 1),
+        "updates": updates,
+        "speedup_cost_model": cost_model_speedup(frames, teacher_frames, updates, cost),
+        "wall_s": result.wall_s,
+        "compile_s": result.compile_s,
+        "student_ms_per_frame": 1e3 * result.wall_s / max(frames, 1),
+    }
+    if gflops is not None:
+        out["speedup_flops"] = flops_speedup(
+            frames, teacher_frames, updates + passed, updates,
+            gflops["infer_gflops"], gflops["train_step_gflops"], cost,
+        )
+        out.update({k: float(v) for k, v in gflops.items()})
+    return out
