@@ -33,6 +33,8 @@ class ModelConfig:
       bn_mode: "batch" normalises with the current frame's statistics in training *and*
         prediction (the PyTorch port's choice; see README); "running" predicts with the
         running averages.
+      conv_backward: "matmul" computes conv gradients with matmuls (fast inside loops on XLA:CPU),
+        "xla" uses XLA's gradient convolutions, "auto" picks matmul on CPU and xla elsewhere.
     """
 
     num_classes: int = 4
@@ -43,6 +45,7 @@ class ModelConfig:
     bn_momentum: float = 0.997
     bn_eps: float = 1e-5
     bn_mode: str = "batch"
+    conv_backward: str = "auto"
 
     def validate(self) -> ModelConfig:
         if not isinstance(self.num_classes, int) or self.num_classes < 2:
@@ -53,6 +56,8 @@ class ModelConfig:
             raise ValueError(f"model.num_units must be an int >= 1, got {self.num_units!r}")
         if not 0 < self.scale <= 1:
             raise ValueError(f"model.scale must be in (0, 1], got {self.scale!r}")
+        if self.conv_backward not in ("auto", "matmul", "xla"):
+            raise ValueError(f"model.conv_backward must be auto, matmul or xla, got {self.conv_backward!r}")
         if self.bn_mode not in BN_MODES:
             raise ValueError(f"model.bn_mode must be one of {BN_MODES}, got {self.bn_mode!r}")
         return self

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jitnet_jax.config import ModelConfig
+from jitnet_jax.conv import conv2d, same_padding
 from jitnet_jax.resize import resize_bilinear
 
 _KERNEL_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
@@ -49,6 +50,46 @@ def _pad_for(kernel: tuple[int, int], stride: int) -> Any:
     return tuple(((k - 1) // 2, (k - 1) - (k - 1) // 2) for k in kernel)
 
 
+def use_matmul_backward(mode: str) -> bool:
+    """Resolve ``ModelConfig.conv_backward``: "auto" picks the matmul backward on CPU only."""
+    if mode == "auto":
+        return jax.default_backend() == "cpu"
+    return mode == "matmul"
+
+
+class Conv(nn.Module):
+    """``nn.Conv`` (same parameter names and init) whose backward pass can be computed with matmuls
+    (:mod:`jitnet_jax.conv`), which keeps training fast inside ``lax.scan``/``while_loop`` on CPU.
+
+    Input float ``[N, H, W, Ci]`` -> ``[N, Ho, Wo, features]``.
+    """
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: int = 1
+    padding: Any = "SAME"
+    use_bias: bool = True
+    conv_backward: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        kh, kw = self.kernel_size
+        kernel = self.param("kernel", _KERNEL_INIT, (kh, kw, x.shape[-1], self.features), jnp.float32)
+        if self.padding == "SAME":
+            pad = same_padding((x.shape[1], x.shape[2]), (kh, kw), self.strides)
+        else:
+            pad = tuple(tuple(p) for p in self.padding)
+        if use_matmul_backward(self.conv_backward):
+            y = conv2d(x, kernel, self.strides, pad)
+        else:
+            y = jax.lax.conv_general_dilated(
+                x, kernel, (self.strides, self.strides), pad, dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        return y
+
+
 class ConvBNReLU(nn.Module):
     """conv (no bias) -> BatchNorm -> ReLU, like slim.conv2d under ressep_arg_scope."""
 
@@ -57,16 +98,18 @@ class ConvBNReLU(nn.Module):
     stride: int = 1
     bn_momentum: float = 0.997
     bn_eps: float = 1e-5
+    conv_backward: str = "auto"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, use_running_average: bool) -> jnp.ndarray:
-        x = nn.Conv(
+        x = Conv(
             self.features,
             self.kernel,
             strides=self.stride,
             padding=_pad_for(self.kernel, self.stride),
             use_bias=False,
-            kernel_init=_KERNEL_INIT,
+            conv_backward=self.conv_backward,
+            name="Conv_0",
         )(x)
         x = nn.BatchNorm(
             use_running_average=use_running_average, momentum=self.bn_momentum, epsilon=self.bn_eps
@@ -87,32 +130,31 @@ class ResidualUnit(nn.Module):
     separable: bool = False
     bn_momentum: float = 0.997
     bn_eps: float = 1e-5
+    conv_backward: str = "auto"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, use_running_average: bool) -> jnp.ndarray:
         bn = dict(momentum=self.bn_momentum, epsilon=self.bn_eps)
+        cb = self.conv_backward
         depth_in = x.shape[-1]
         preact = nn.relu(nn.BatchNorm(use_running_average=use_running_average, **bn)(x))
         if depth_in == self.features:
             shortcut = x[:, :: self.stride, :: self.stride, :] if self.stride > 1 else x
         else:
-            shortcut = nn.Conv(
-                self.features, (1, 1), strides=self.stride, kernel_init=_KERNEL_INIT, name="shortcut"
-            )(preact)
+            shortcut = Conv(self.features, (1, 1), self.stride, conv_backward=cb, name="shortcut")(preact)
         if not self.separable:
-            r = ConvBNReLU(self.features, (3, 3), self.stride, **{"bn_momentum": self.bn_momentum,
-                                                                  "bn_eps": self.bn_eps})(
+            r = ConvBNReLU(self.features, (3, 3), self.stride, self.bn_momentum, self.bn_eps, cb)(
                 preact, use_running_average
             )
-            r = nn.Conv(self.features, (1, 3), padding="SAME", kernel_init=_KERNEL_INIT)(r)
-            r = nn.Conv(self.features, (3, 1), padding="SAME", kernel_init=_KERNEL_INIT)(r)
+            r = Conv(self.features, (1, 3), conv_backward=cb, name="Conv_0")(r)
+            r = Conv(self.features, (3, 1), conv_backward=cb, name="Conv_1")(r)
         else:
             r = _depthwise_bn_relu(preact, 1, use_running_average, bn)
-            r = ConvBNReLU(self.features, (1, 1), self.stride, self.bn_momentum, self.bn_eps)(
+            r = ConvBNReLU(self.features, (1, 1), self.stride, self.bn_momentum, self.bn_eps, cb)(
                 r, use_running_average
             )
             r = _depthwise_bn_relu(r, 1, use_running_average, bn)
-            r = nn.Conv(self.features, (1, 1), kernel_init=_KERNEL_INIT)(r)
+            r = Conv(self.features, (1, 1), conv_backward=cb, name="pointwise")(r)
         return shortcut + r
 
 
@@ -147,7 +189,7 @@ class JITNet(nn.Module):
         cfg = self.cfg
         m = cfg.width_multiplier
         use_ra = (not train) and cfg.bn_mode == "running"
-        bn = {"bn_momentum": cfg.bn_momentum, "bn_eps": cfg.bn_eps}
+        bn = {"bn_momentum": cfg.bn_momentum, "bn_eps": cfg.bn_eps, "conv_backward": cfg.conv_backward}
         x = frames.astype(jnp.float32)
         if frames.dtype == jnp.uint8:
             x = x / 127.5 - 1.0
@@ -188,7 +230,7 @@ class JITNet(nn.Module):
         net = resize_bilinear(net, in_size)
         if cfg.scale < 1.0:
             net = resize_bilinear(net, full_size)
-        logits = nn.Conv(cfg.num_classes, (1, 1), kernel_init=_KERNEL_INIT, name="logits")(net)
+        logits = Conv(cfg.num_classes, (1, 1), conv_backward=cfg.conv_backward, name="logits")(net)
         return logits.astype(jnp.float32)
 
 

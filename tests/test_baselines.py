@@ -1,0 +1,133 @@
+"""Baselines: no adaptation, label hold, fixed stride, offline training, and the flip-rate metric."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from jitnet_jax.baselines import (
+    StabilityMeter,
+    confusion_np,
+    fixed_stride_config,
+    label_flips,
+    oracle_examples,
+    run_fixed_student,
+    run_label_hold,
+    summarize_run,
+    teacher_stability,
+    train_offline,
+)
+from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
+from jitnet_jax.metrics import stream_iou
+from jitnet_jax.online import OnlineConfig
+from jitnet_jax.runner import run_stream
+from jitnet_jax.synthetic import SyntheticStream
+from jitnet_jax.train import init_state, jit_predict
+from jitnet_jax.types import IGNORE_LABEL
+
+H, W = 32, 48
+CFG = StudentConfig(model=ModelConfig(num_classes=4, width_multiplier=0.25), optim=OptimConfig("adam", lr=1e-3))
+
+
+def stream(n=20, **kw):
+    return SyntheticStream(num_frames=n, height=H, width=W, cuts=(), **kw)
+
+
+def test_confusion_np_matches_metrics():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, (3, 5, 6)).astype(np.uint8)
+    y[0, 0, 0] = IGNORE_LABEL
+    p = rng.integers(0, 4, (3, 5, 6)).astype(np.uint8)
+    conf = confusion_np(y, p, 4)
+    assert conf.shape == (3, 4, 4) and conf[0].sum() == 29 and conf[1].sum() == 30
+    for t in range(3):
+        keep = y[t] != IGNORE_LABEL
+        ref = np.zeros((4, 4), np.int64)
+        np.add.at(ref, (y[t][keep], p[t][keep]), 1)
+        assert np.array_equal(conf[t], ref)
+
+
+def test_label_flips_counts_only_static_pixels():
+    f0 = np.zeros((2, 3, 3), np.uint8)
+    f1 = f0.copy()
+    f1[0, 0] = 200  # moving pixel
+    p0 = np.zeros((2, 3), np.uint8)
+    p1 = p0.copy()
+    p1[0, 0] = 1  # flip on a moving pixel: not counted
+    p1[1, 1] = 2  # flip on a static pixel: counted
+    p1[1, 2] = IGNORE_LABEL  # ignored pixel: excluded
+    assert label_flips(f0, f1, p0, p1) == (1, 4)
+    meter = StabilityMeter()
+    meter.update(np.stack([f0, f1, f1]), np.stack([p0, p1, p1]), np.array([True, True, False]))
+    r = meter.result()
+    assert (r["flips"], r["static_pixels"], r["pairs"]) == (1, 4, 1) and r["flip_rate"] == 0.25
+
+
+def test_label_hold_repeats_teacher_label():
+    src = stream(20)
+    seen = []
+    run = run_label_hold(src, 8, chunk_size=6, on_chunk=lambda c, p: seen.append((c, p)))
+    pf = run.per_frame
+    assert len(pf["frame"]) == 20 and pf["teacher"].nonzero()[0].tolist() == [0, 8, 16]
+    preds = np.concatenate([p[c.valid] for c, p in seen])
+    labels = np.concatenate([c.labels[c.valid] for c, _ in seen])
+    held0 = np.where(labels[0] == IGNORE_LABEL, 0, labels[0])
+    assert all(np.array_equal(preds[t], held0) for t in range(8))
+    assert np.array_equal(preds[8], np.where(labels[8] == IGNORE_LABEL, 0, labels[8]))
+    # teacher frames are scored as perfect except for ignored pixels
+    assert pf["fp"][0].sum() == 0 and pf["fn"][0].sum() == 0
+    s = summarize_run(pf, src.info.class_names, student_ms=0.0)
+    assert s["teacher_fraction"] == pytest.approx(3 / 20) and s["speedup_cost_model"] == pytest.approx(20 / 3)
+    # delta 1 is the teacher itself
+    s1 = summarize_run(run_label_hold(src, 1).per_frame, src.info.class_names)
+    assert s1["miou"] == pytest.approx(1.0)
+
+
+def test_fixed_student_matches_per_frame_predict():
+    src = stream(10)
+    state = init_state(jax.random.key(0), CFG, (H, W))
+    got = []
+    run = run_fixed_student(src, CFG, state.params, state.batch_stats, chunk_size=4, max_frames=7,
+                            on_chunk=lambda c, p: got.append(p[c.valid]), progress=False)  # fmt: skip
+    assert len(run.per_frame["frame"]) == 7 and not run.per_frame["teacher"].any()
+    preds = np.concatenate(got)
+    pred_fn = jit_predict(CFG)
+    chunk = next(src.chunks(7))
+    conf = np.zeros((4, 4), np.int64)
+    for t in range(7):
+        ref = np.asarray(pred_fn(state, chunk.frames[t]))
+        assert np.array_equal(preds[t], ref)
+        keep = chunk.labels[t] != IGNORE_LABEL
+        np.add.at(conf, (chunk.labels[t][keep], ref[keep]), 1)
+    s = summarize_run(run.per_frame, src.info.class_names, measured_teacher_ms=300.0, wall_s=run.wall_s)
+    assert s["miou"] == pytest.approx(stream_iou(conf)["miou"], nan_ok=True)
+    assert s["speedup_cost_model"] == pytest.approx(300 / 7) and s["updates"] == 0
+
+
+def test_fixed_stride_takes_exactly_u_updates():
+    cfg = fixed_stride_config(OnlineConfig(student=CFG, chunk_size=8), delta=4, updates=2)
+    assert (cfg.delta_min, cfg.delta_max, cfg.a_thr, cfg.u_max) == (4, 4, 1.0, 2)
+    res = run_stream(stream(12), cfg, jax.random.key(0), progress=False)
+    pf = res.per_frame
+    assert pf["teacher"].nonzero()[0].tolist() == [0, 4, 8]
+    assert pf["updates"][pf["teacher"]].tolist() == [2, 2, 2] and pf["updates"].sum() == 6
+
+
+def test_offline_training_fits_examples():
+    src = stream(16)
+    frames, labels, weights = oracle_examples(src, every=8)
+    assert frames.shape == (2, H, W, 3) and labels.shape == (2, H, W) and weights.shape == (2, H, W)
+    state = init_state(jax.random.key(0), CFG, (H, W))
+    before = jax.tree_util.tree_leaves(state.params)[0].copy()
+    trained, losses = train_offline(CFG, state, frames, labels, weights, epochs=15, key=jax.random.key(1),
+                                    progress=False)  # fmt: skip
+    assert len(losses) == 15 and losses[-1] < 0.75 * losses[0]
+    assert np.array_equal(jax.tree_util.tree_leaves(state.params)[0], before)  # input state not donated
+    with pytest.raises(ValueError, match="epochs"):
+        train_offline(CFG, state, frames, labels, weights, epochs=0, key=jax.random.key(1))
+
+
+def test_teacher_stability_is_a_rate():
+    r = teacher_stability(stream(12), max_frames=10)
+    assert r["pairs"] == 9 and 0 <= r["flip_rate"] <= 1 and r["static_pixels"] > 0
