@@ -49,7 +49,15 @@ import orbax.checkpoint as ocp
 from jitnet_jax.config import to_dict
 
 # Fingerprint fields compared first (a mismatch here would also break the state's shapes).
-_PRIORITY = ("stream.height", "stream.width", "model.num_classes")
+_PRIORITY = (
+    "stream.height",
+    "stream.width",
+    "height",
+    "width",
+    "model.num_classes",
+    "stream.class_names",
+    "class_names",
+)
 
 
 class Interrupted(Exception):
@@ -221,8 +229,9 @@ class StreamCheckpointer:
 
     Args:
       directory: where checkpoints go (created; e.g. ``<out>/checkpoints``).
-      fingerprint: flat JSON-able dict identifying the run (:func:`make_fingerprint`); a checkpoint
-        with a different fingerprint is refused on restore.
+      fingerprint: JSON-able dict identifying the run (:func:`make_fingerprint`, or any dict; nested
+        dicts are flattened to dotted names such as ``model.num_classes``); a checkpoint with a
+        different fingerprint is refused on restore with a message naming the first differing field.
       every_frames: save when the cursor crosses a multiple of this (0 disables periodic saves; forced
         saves with :meth:`save` still work).
       keep: keep the last ``keep`` checkpoints (>= 1).
@@ -234,7 +243,9 @@ class StreamCheckpointer:
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
         self.directory = Path(directory).absolute()
-        self.fingerprint = json.loads(json.dumps(fingerprint))
+        flat: dict[str, Any] = {}
+        _flatten("", json.loads(json.dumps(fingerprint)), flat)  # nested dicts -> dotted field names
+        self.fingerprint = flat
         self.every_frames = int(every_frames)
         self.keep = int(keep)
         options = ocp.CheckpointManagerOptions(

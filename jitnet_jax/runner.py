@@ -103,6 +103,7 @@ def run_stream(
     | None = None,
     progress: bool = True,
     prefetch_depth: int = 2,
+    should_stop: Callable[[], bool] | None = None,
 ) -> StreamResult:
     """Run online distillation over ``source``.
 
@@ -117,6 +118,8 @@ def run_stream(
       on_chunk: called after every chunk with ``(state, chunk, chunk_stats, per_frame_so_far)``;
         used for videos, checkpoints and logging. ``state`` must not be kept across calls (donated).
       progress: show a tqdm bar with frames/s, live mIoU, delta and teacher %.
+      should_stop: polled after every chunk; when it returns True the run stops there (e.g. on SIGTERM)
+        and the partial result is returned.
     """
     cfg.validate()
     info = source.info
@@ -181,6 +184,8 @@ def run_stream(
                 )
             if on_chunk is not None:
                 on_chunk(state, chunk, stats, concat_per_frame(parts, info.num_classes))
+            if should_stop is not None and should_stop():
+                break
     finally:
         if bar is not None:
             bar.close()

@@ -106,7 +106,9 @@ class Member:
 
     def online_config(self, base: OnlineConfig) -> OnlineConfig:
         """The single-run :class:`OnlineConfig` equivalent to this member (validated)."""
-        optim = dataclasses.replace(base.student.optim, lr=self.lr, schedule=self.schedule, momentum=self.momentum)
+        optim = dataclasses.replace(
+            base.student.optim, lr=self.lr, schedule=self.schedule, momentum=self.momentum
+        )
         student = dataclasses.replace(base.student, optim=optim)
         cfg = dataclasses.replace(
             base, student=student, a_thr=self.a_thr, delta_min=self.delta_min, delta_max=self.delta_max,
@@ -205,7 +207,9 @@ def member_params(members: Sequence[Member]) -> MemberParams:
     )
 
 
-def init_sweep_state(base: OnlineConfig, members: Sequence[Member], frame_shape: tuple[int, int]) -> OnlineState:
+def init_sweep_state(
+    base: OnlineConfig, members: Sequence[Member], frame_shape: tuple[int, int]
+) -> OnlineState:
     """Members' fresh states stacked on a leading ``[K]`` axis (member k's state is exactly the state
     ``run_stream`` would start from with ``key=jax.random.key(seed_k)``)."""
     states = [new_state(m.online_config(base), jax.random.key(m.seed), frame_shape) for m in members]
@@ -220,17 +224,35 @@ def member_state(states: OnlineState, k: int) -> OnlineState:
 # ---- per-member learning rate and update -------------------------------------------------------------
 
 
+def _traced_schedule(optim: OptimConfig, name: str, peak: jnp.ndarray) -> optax.Schedule:
+    """:func:`~jitnet_jax.optim.make_schedule` of kind ``name`` with a traced peak lr (same arithmetic)."""
+    if name != "warmup_cosine":
+        return make_schedule(dataclasses.replace(optim, schedule=name, lr=peak))
+    # optax.warmup_cosine_decay_schedule tests ``peak == 0`` in Python; the rest is the same formula.
+    decay_steps = max(optim.decay_steps, optim.warmup_steps + 1)
+    alpha = optim.alpha if optim.alpha != 0.0 else 0.0
+    return optax.join_schedules(
+        [
+            optax.linear_schedule(0.0, peak, optim.warmup_steps),
+            optax.cosine_decay_schedule(peak, decay_steps - optim.warmup_steps, alpha=alpha),
+        ],
+        [optim.warmup_steps],
+    )
+
+
 def member_lr(optim: OptimConfig, kind: jnp.ndarray, peak: jnp.ndarray, count: jnp.ndarray) -> jnp.ndarray:
     """float32 lr of schedule ``SCHEDULES[kind]`` peaking at ``peak`` after ``count`` updates.
 
     The branches are exactly :func:`~jitnet_jax.optim.make_schedule` with a traced peak lr; under
     ``vmap`` the switch becomes a select over five scalar schedules.
     """
-    branches = [make_schedule(dataclasses.replace(optim, schedule=name, lr=peak)) for name in SCHEDULES]
+    branches = [_traced_schedule(optim, name, peak) for name in SCHEDULES]
     return jax.lax.switch(kind, [lambda c, f=f: jnp.asarray(f(c), jnp.float32) for f in branches], count)
 
 
-def member_optimizer(optim: OptimConfig, kind: jnp.ndarray, peak: jnp.ndarray) -> optax.GradientTransformation:
+def member_optimizer(
+    optim: OptimConfig, kind: jnp.ndarray, peak: jnp.ndarray
+) -> optax.GradientTransformation:
     """:func:`~jitnet_jax.optim.make_optimizer` with a per-member (traced) schedule; same state
     structure, so it updates a state made by ``init_state``. Momentum comes from the state."""
     schedule = lambda c: member_lr(optim, kind, peak, c)  # noqa: E731
@@ -287,9 +309,17 @@ def member_teacher_updates(
 
 
 def _member_teacher(
-    cfg: StudentConfig, mp: MemberParams, s: OnlineState, frame: Any, label: Any, weight: Any, active: Any
+    cfg: StudentConfig,
+    mp: MemberParams,
+    s: OnlineState,
+    frame: Any,
+    label: Any,
+    weight: Any,
+    active: Any,
+    masked: bool = True,
 ) -> tuple[OnlineState, Any, Any, Any]:
-    """A teacher frame for an active member; an idle member only predicts and keeps its state."""
+    """A teacher frame for an active member. With ``masked`` (vmap), an idle member (``active`` False)
+    only predicts and keeps its state; without, the member is known to be active."""
     student, pred_t, k, acc = member_teacher_updates(cfg, mp, s.student, frame, label, weight, active)
     delta = next_delta(mp.knobs, s.delta, acc)
     taught = s.replace(
@@ -299,6 +329,8 @@ def _member_teacher(
         teacher_frames=s.teacher_frames + 1,
         updates=s.updates + k,
     )
+    if not masked:
+        return taught, pred_t, k, acc
     s = jax.tree_util.tree_map(lambda new, old: jnp.where(active, new, old), taught, s)
     pred = jnp.where(active, pred_t, predict(cfg, s.student, frame))
     return s, pred, jnp.where(active, k, 0), jnp.where(active, acc, 0.0)
@@ -306,6 +338,9 @@ def _member_teacher(
 
 def _member_predict(cfg: StudentConfig, s: OnlineState, frame: Any) -> tuple[OnlineState, Any, Any, Any]:
     return s, predict(cfg, s.student, frame), jnp.int32(0), jnp.float32(0.0)
+
+
+MODES = ("gated", "naive", "map")
 
 
 def sweep_frame_step(
@@ -316,7 +351,7 @@ def sweep_frame_step(
     label: jnp.ndarray,
     weight: jnp.ndarray,
     valid: jnp.ndarray,
-    gated: bool = True,
+    mode: str = "gated",
 ) -> tuple[OnlineState, dict[str, jnp.ndarray]]:
     """One frame for all K members.
 
@@ -324,12 +359,20 @@ def sweep_frame_step(
       mp, state: ``[K]``-stacked member settings and states.
       frame: uint8 ``[S, H, W, 3]``; label: uint8/int ``[S, H, W]``; weight: float32 ``[S, H, W]``;
         valid: bool ``[S]`` (one row per stream; member k reads stream ``mp.stream[k]``).
-      gated: decide ``any(is_teacher)`` outside the vmap (True) or vmap ``lax.cond`` naively (False).
+      mode: ``"gated"``: ``vmap`` over members, ``any(is_teacher)`` decided outside the vmap (one
+        batched forward pass on frames where no member trains; on teacher frames the idle members are
+        masked). ``"naive"``: ``vmap`` of the per-member ``lax.cond`` (both branches run on every frame:
+        the baseline the gating is measured against). ``"map"``: ``lax.map`` over members inside the
+        same program, a real ``lax.cond`` per member (no vectorisation across members, no wasted
+        passes; bit-identical to separate runs).
     Returns:
       ``(state, stats)``; stats each ``[K, ...]``: ``teacher``, ``updates``, ``delta``, ``acc``,
       ``confusion`` int32 ``[K, C, C]``.
     """
-    if frame.shape[0] == 1:  # one stream: broadcast instead of gathering K copies
+    if mode not in MODES:
+        raise ValueError(f"sweep mode must be one of {MODES}, got {mode!r}")
+    shared = frame.shape[0] == 1  # one stream: broadcast instead of gathering K copies
+    if shared:
         f_axis, f, y, w0, v = None, frame[0], label[0].astype(jnp.int32), weight[0], valid[0]
         valid_k = jnp.broadcast_to(v, mp.stream.shape)
     else:
@@ -347,19 +390,27 @@ def sweep_frame_step(
     def predict_branch(s: OnlineState) -> Any:
         return jax.vmap(lambda st, fr: _member_predict(cfg, st, fr), in_axes=(0, f_axis))(s, f)
 
-    if gated:
+    def one_member(m: Any, st: OnlineState, fr: Any, lb: Any, wt: Any, a: Any) -> Any:
+        return jax.lax.cond(
+            a,
+            lambda s_: _member_teacher(cfg, m, s_, fr, lb, wt, jnp.bool_(True), masked=False),
+            lambda s_: _member_predict(cfg, s_, fr),
+            st,
+        )
+
+    if mode == "gated":
         state, pred, k, acc = jax.lax.cond(jnp.any(is_teacher), teacher_branch, predict_branch, state)
+    elif mode == "naive":
+        state, pred, k, acc = jax.vmap(one_member, in_axes=axes)(mp, state, f, y, w, is_teacher)
     else:
 
-        def naive(m: Any, st: OnlineState, fr: Any, lb: Any, wt: Any, a: Any) -> Any:
-            return jax.lax.cond(
-                a,
-                lambda s_: _member_teacher(cfg, m, s_, fr, lb, wt, jnp.bool_(True)),
-                lambda s_: _member_predict(cfg, s_, fr),
-                st,
-            )
+        def mapped(x: tuple[Any, ...]) -> Any:
+            m, st, wt, a = x[:4]
+            fr, lb = (f, y) if shared else x[4:]
+            return one_member(m, st, fr, lb, wt, a)
 
-        state, pred, k, acc = jax.vmap(naive, in_axes=axes)(mp, state, f, y, w, is_teacher)
+        xs = (mp, state, w, is_teacher) + (() if shared else (f, y))
+        state, pred, k, acc = jax.lax.map(mapped, xs)
     state = state.replace(cursor=state.cursor + valid_k.astype(jnp.int32))
     conf = jax.vmap(
         lambda lb, p, v: confusion_matrix(lb, p, cfg.model.num_classes, mask=v), in_axes=(f_axis, 0, 0)
@@ -376,7 +427,7 @@ def sweep_chunk(
     labels: jnp.ndarray,
     weights: jnp.ndarray,
     valid: jnp.ndarray,
-    gated: bool = True,
+    mode: str = "gated",
 ) -> tuple[OnlineState, dict[str, jnp.ndarray]]:
     """``lax.scan`` of :func:`sweep_frame_step` over a chunk.
 
@@ -388,18 +439,18 @@ def sweep_chunk(
     """
 
     def body(s: OnlineState, x: tuple[jnp.ndarray, ...]) -> Any:
-        return sweep_frame_step(cfg, mp, s, *x, gated=gated)
+        return sweep_frame_step(cfg, mp, s, *x, mode=mode)
 
     xs = tuple(jnp.swapaxes(a, 0, 1) for a in (frames, labels, weights, valid))
     state, stats = jax.lax.scan(body, state, xs)
     return state, {k: jnp.swapaxes(v, 0, 1) for k, v in stats.items()}
 
 
-def make_sweep_chunk(cfg: StudentConfig, gated: bool = True) -> Callable[..., Any]:
+def make_sweep_chunk(cfg: StudentConfig, mode: str = "gated") -> Callable[..., Any]:
     """``sweep_chunk`` jitted with the state donated: ``fn(mp, state, frames, labels, weights, valid)``."""
 
     def fn(mp: MemberParams, state: OnlineState, frames: Any, labels: Any, weights: Any, valid: Any) -> Any:
-        return sweep_chunk(cfg, mp, state, frames, labels, weights, valid, gated)
+        return sweep_chunk(cfg, mp, state, frames, labels, weights, valid, mode)
 
     return jax.jit(fn, donate_argnums=1)
 
@@ -527,7 +578,9 @@ class SweepResult:
         """Member ``k`` as a :class:`~jitnet_jax.runner.StreamResult` (``wall_s``/``compile_s`` are the
         sweep's divided by K: the amortised cost of one configuration)."""
         n = len(self.members)
-        return StreamResult(member_state(self.state, k), self.per_frame[k], self.wall_s / n, self.compile_s / n)
+        return StreamResult(
+            member_state(self.state, k), self.per_frame[k], self.wall_s / n, self.compile_s / n
+        )
 
 
 def _lockstep(sources: Sequence[StreamSource], chunk_size: int, total: int) -> Any:
@@ -560,7 +613,7 @@ def run_sweep(
     members: Sequence[Member],
     *,
     max_frames: int | None = None,
-    gated: bool = True,
+    mode: str = "gated",
     mesh: Any = None,
     memory_budget: int | None = None,
     progress: bool = True,
@@ -575,12 +628,15 @@ def run_sweep(
         members override what they sweep.
       members: the K configurations.
       max_frames: stop after this many frames (counted from frame 0).
-      gated: any-teacher gating outside the vmap (True) or the naive vmap (False).
+      mode: ``"gated"`` (vmap, any-teacher gating outside the vmap; default), ``"naive"`` (plain vmap
+        of the per-frame cond) or ``"map"`` (``lax.map`` over members; see :func:`sweep_frame_step`).
       mesh: optional ``jax.sharding.Mesh`` with a ``"members"`` axis: the member axis is sharded over
         its devices (see :mod:`jitnet_jax.sharding`); K must be a multiple of its size.
       memory_budget: bytes for :func:`check_memory` (default 80% of the available memory).
     """
     base.validate()
+    if mode not in MODES:
+        raise ValueError(f"sweep mode must be one of {MODES}, got {mode!r}")
     sources = [sources] if not isinstance(sources, (list, tuple)) else list(sources)
     members = list(members)
     _check_members(base, members, len(sources))
@@ -609,7 +665,9 @@ def run_sweep(
         from jitnet_jax.sharding import replicate, shard_members
 
         if k_members % mesh.devices.size:
-            raise ValueError(f"K={k_members} configurations do not split evenly over {mesh.devices.size} devices")
+            raise ValueError(
+                f"K={k_members} configurations do not split evenly over {mesh.devices.size} devices"
+            )
         put_members = lambda x: shard_members(x, mesh)  # noqa: E731
         put_shared = lambda x: replicate(x, mesh)  # noqa: E731
     mp, state = put_members(mp), put_members(state)
@@ -626,7 +684,7 @@ def run_sweep(
         rs = replicated_sharding(mesh)
         abstract = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rs) for a in abstract)
     t0 = time.perf_counter()
-    compiled = make_sweep_chunk(base.student, gated).lower(mp, state, *abstract).compile()
+    compiled = make_sweep_chunk(base.student, mode).lower(mp, state, *abstract).compile()
     compile_s = time.perf_counter() - t0
 
     bar = None
@@ -638,7 +696,9 @@ def run_sweep(
     wall = 0.0
     try:
         for chunks in prefetch(_lockstep(sources, t_chunk, total), prefetch_depth):
-            arrays = [np.stack([getattr(c, f) for c in chunks]) for f in ("frames", "labels", "weights", "valid")]
+            arrays = [
+                np.stack([getattr(c, f) for c in chunks]) for f in ("frames", "labels", "weights", "valid")
+            ]
             arrays = [put_shared(a) for a in arrays]
             t1 = time.perf_counter()
             state, stats = compiled(mp, state, *arrays)
@@ -661,7 +721,9 @@ def run_sweep(
     per_frame = [concat_per_frame(p, c) for p in parts]
     for i, m in enumerate(members):
         if len(per_frame[i]["frame"]) != totals[m.stream]:
-            raise RuntimeError(f"member {i} processed {len(per_frame[i]['frame'])} frames, expected {totals[m.stream]}")
+            raise RuntimeError(
+                f"member {i} processed {len(per_frame[i]['frame'])} frames, expected {totals[m.stream]}"
+            )
     return SweepResult(members, state, per_frame, wall, compile_s, memory)
 
 
@@ -698,7 +760,9 @@ def pareto_front(rows: Sequence[dict[str, Any]]) -> list[int]:
 
 def stream_miou(per_frame: dict[str, np.ndarray]) -> float:
     """Stream-level mIoU of a per-frame dict."""
-    return float(iou_from_counts(per_frame["tp"].sum(0), per_frame["fp"].sum(0), per_frame["fn"].sum(0))["miou"])
+    return float(
+        iou_from_counts(per_frame["tp"].sum(0), per_frame["fp"].sum(0), per_frame["fn"].sum(0))["miou"]
+    )
 
 
 __all__ = [

@@ -1,0 +1,319 @@
+"""The main job: online distillation of JITNet over one stream.
+
+    python -m experiments.stream                      # embedded synthetic stream, no downloads
+    python -m experiments.stream --lvs ../shared/data/lvs_mini --stream residential_street1
+    python -m experiments.stream --store label_stores/residential_street1__lvs__180x320
+    python -m experiments.stream --video clip.mp4 --teacher yolov8_seg   # precomputes labels, then runs
+
+Every field of the run config can be set with ``--set path=value`` (e.g. ``--set online.student.optim.b2=0.99``)
+or a JSON file (``--config run.json``, the format of the ``config.json`` a run writes); the common ones have
+their own flags. Outputs go to ``--out DIR`` (default ``runs/<stream>-<time>``): ``config.json``,
+``summary.json``, ``per_frame.csv``, ``timeline.png`` and ``video.mp4`` (frame | teacher | student).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jitnet_jax.config import SCHEDULES, ModelConfig, OptimConfig, StudentConfig, from_dict, override, to_dict
+from jitnet_jax.costs import CostModel
+from jitnet_jax.online import OnlineConfig
+from jitnet_jax.runner import StreamResult, run_stream, summarize
+from jitnet_jax.types import StreamSource
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run of ``experiments.stream``.
+
+    Attributes:
+      online: the algorithm (student, optimiser, controller).
+      cost: the cost model for speedups.
+      frames: stream frames to process (0 = the whole stream; the synthetic stream is this long).
+      height, width: student resolution.
+      seed: PRNG seed of the student (and of the synthetic stream).
+    """
+
+    online: OnlineConfig = OnlineConfig(
+        student=StudentConfig(
+            model=ModelConfig(num_classes=4), optim=OptimConfig(name="adam", lr=1e-3, momentum=0.9)
+        )
+    )
+    cost: CostModel = CostModel()
+    frames: int = 1500
+    height: int = 180
+    width: int = 320
+    seed: int = 0
+
+    def validate(self) -> RunConfig:
+        if self.frames < 0:
+            raise ValueError(f"frames must be >= 1 (or 0 for the whole stream), got {self.frames}")
+        if self.height < 8 or self.width < 8:
+            raise ValueError(f"height/width must be >= 8, got {self.height}x{self.width}")
+        self.online.validate()
+        return self
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.stream", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_argument_group("stream source (default: the embedded synthetic stream)")
+    src.add_argument("--stream", default="synthetic", help="'synthetic', or a stream name with --lvs")
+    src.add_argument("--lvs", help="LVS root folder holding stream folders (e.g. ../shared/data/lvs_mini)")
+    src.add_argument("--store", help="a precomputed label store (python -m teacher.precompute)")
+    src.add_argument("--video", help="a video file; labels come from --teacher, precomputed first")
+    src.add_argument("--teacher", help="teacher backend for --video: yolov8_seg or deeplab")
+    src.add_argument("--model", help="teacher model file (default: from JITNET_DATA/models)")
+    src.add_argument("--groups", help='class groups for --video, e.g. "person;car,bus,truck"')
+    src.add_argument("--cache-dir", default="label_stores", help="where precomputed label stores go")
+    run = p.add_argument_group("run")
+    run.add_argument("--config", help="JSON run config (as written to config.json)")
+    run.add_argument("--frames", type=int, help="frames to process (0 = whole stream)")
+    run.add_argument("--height", type=int)
+    run.add_argument("--width", type=int)
+    run.add_argument("--a-thr", type=float)
+    run.add_argument("--delta-min", type=int)
+    run.add_argument("--delta-max", type=int)
+    run.add_argument("--u-max", type=int)
+    run.add_argument("--optimizer", choices=["sgd", "adam"])
+    run.add_argument("--lr", type=float, help="peak learning rate")
+    run.add_argument("--momentum", type=float)
+    run.add_argument("--schedule", choices=SCHEDULES, help="optax lr schedule over updates")
+    run.add_argument("--fg-weight", type=float)
+    run.add_argument("--chunk-size", type=int)
+    run.add_argument("--seed", type=int)
+    run.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                     help="override any config field, e.g. online.student.model.width_multiplier=0.25")
+    run.add_argument("--init", help="start from a pretrained student checkpoint (experiments.pretrain)")
+    out = p.add_argument_group("outputs")
+    out.add_argument("--out", help="output folder (default runs/<stream>-<time>)")
+    out.add_argument("--no-video", action="store_true", help="don't write video.mp4")
+    out.add_argument("--no-progress", action="store_true")
+    out.add_argument("--checkpoint-every", type=int, default=0, help="save an Orbax checkpoint every N frames")
+    out.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
+    out.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    return p
+
+
+_FLAG_FIELDS = {
+    "frames": "frames", "height": "height", "width": "width", "seed": "seed",
+    "a_thr": "online.a_thr", "delta_min": "online.delta_min", "delta_max": "online.delta_max",
+    "u_max": "online.u_max", "fg_weight": "online.fg_weight", "chunk_size": "online.chunk_size",
+    "optimizer": "online.student.optim.name", "lr": "online.student.optim.lr",
+    "momentum": "online.student.optim.momentum", "schedule": "online.student.optim.schedule",
+}
+
+
+def make_config(args: argparse.Namespace) -> RunConfig:
+    """Defaults <- ``--config`` file <- dedicated flags <- ``--set`` overrides; then validated."""
+    cfg = RunConfig()
+    if args.config:
+        try:
+            cfg = from_dict(RunConfig, json.loads(Path(args.config).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as e:
+            raise ValueError(f"{args.config}: cannot read run config ({e})") from None
+    sets = [f"{path}={getattr(args, flag)}" for flag, path in _FLAG_FIELDS.items()
+            if getattr(args, flag, None) is not None]
+    cfg = override(cfg, sets + list(args.set))
+    return cfg.validate()
+
+
+def open_source(args: argparse.Namespace, cfg: RunConfig) -> StreamSource:
+    """The stream source the flags ask for (label stores are precomputed on demand)."""
+    if sum(x is not None for x in (args.lvs, args.store, args.video)) > 1:
+        raise ValueError("give at most one of --lvs, --store, --video")
+    if args.store:
+        from jitnet_jax.store_source import StoreSource
+
+        return StoreSource(args.store)
+    if args.lvs or args.video:
+        from jitnet_jax.store_source import StoreSource
+        from teacher.precompute import ensure_store
+
+        if args.lvs:
+            if args.stream == "synthetic":
+                raise ValueError("--lvs needs --stream NAME (e.g. residential_street1)")
+            store = ensure_store(lvs=args.lvs, stream=args.stream, height=cfg.height, width=cfg.width,
+                                 cache_dir=args.cache_dir, progress=not args.no_progress)
+        else:
+            if not args.teacher:
+                raise ValueError("--video needs --teacher yolov8_seg|deeplab")
+            stream = None if args.stream == "synthetic" else args.stream
+            store = ensure_store(video=args.video, teacher=args.teacher, model=args.model, stream=stream,
+                                 groups=args.groups, height=cfg.height, width=cfg.width,
+                                 cache_dir=args.cache_dir, progress=not args.no_progress)
+        return StoreSource(store)
+    if args.stream != "synthetic":
+        raise ValueError(f"--stream {args.stream}: a named stream needs --lvs DIR (or use --store/--video)")
+    from jitnet_jax.synthetic import SyntheticStream
+
+    return SyntheticStream(num_frames=cfg.frames or 1500, height=cfg.height, width=cfg.width, seed=cfg.seed)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_per_frame_csv(path: Path, per_frame: dict[str, np.ndarray], class_names: tuple[str, ...]) -> None:
+    """One row per frame: frame, teacher, updates, delta, acc, then tp/fp/fn per class."""
+    cols = ["frame", "teacher", "updates", "delta", "acc"]
+    header = cols + [f"{k}_{c}" for c in class_names for k in ("tp", "fp", "fn")]
+    lines = [",".join(header)]
+    for i in range(len(per_frame["frame"])):
+        row = [str(int(per_frame["frame"][i])), str(int(per_frame["teacher"][i])),
+               str(int(per_frame["updates"][i])), str(int(per_frame["delta"][i])),
+               f"{float(per_frame['acc'][i]):.5f}"]
+        for j in range(len(class_names)):
+            row += [str(int(per_frame[k][i, j])) for k in ("tp", "fp", "fn")]
+        lines.append(",".join(row))
+    _atomic_write(path, "\n".join(lines) + "\n")
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A readable table of the run's results."""
+    lines = ["", f"{'class':<20}{'IoU':>8}"]
+    for name, iou in summary["class_iou"].items():
+        lines.append(f"{name:<20}{iou:>8.3f}" if iou == iou else f"{name:<20}{'n/a':>8}")
+    lines += [
+        "-" * 28,
+        f"{'mIoU (foreground)':<20}{summary['miou']:>8.3f}",
+        f"{'frames':<20}{summary['frames']:>8d}",
+        f"{'teacher frames':<20}{summary['teacher_frames']:>8d}  ({100 * summary['teacher_fraction']:.1f}%)",
+        f"{'updates':<20}{summary['updates']:>8d}",
+        f"{'speedup (cost model)':<20}{summary['speedup_cost_model']:>7.2f}x",
+    ]
+    if "speedup_flops" in summary:
+        lines.append(f"{'speedup (FLOPs)':<20}{summary['speedup_flops']:>7.2f}x")
+    lines.append(f"{'student wall time':<20}{summary['wall_s']:>7.1f}s  "
+                 f"({summary['student_ms_per_frame']:.1f} ms/frame, compile {summary['compile_s']:.1f}s)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = make_config(args)
+        source = open_source(args, cfg)
+    except ValueError as e:  # includes DataError / VideoError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    info = source.info
+    if info.num_classes != cfg.online.student.model.num_classes:
+        model = dataclasses.replace(cfg.online.student.model, num_classes=info.num_classes)
+        cfg = dataclasses.replace(cfg, online=dataclasses.replace(
+            cfg.online, student=dataclasses.replace(cfg.online.student, model=model)))
+    if (info.height, info.width) != (cfg.height, cfg.width):
+        cfg = dataclasses.replace(cfg, height=info.height, width=info.width)
+    out = Path(args.out) if args.out else Path("runs") / f"{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        return _run(args, cfg, source, out)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, out: Path) -> int:
+    from jitnet_jax.flops import student_flops
+    from jitnet_jax.runner import new_state
+
+    info = source.info
+    if out.exists() and (out / "summary.json").exists() and not args.resume:
+        raise ValueError(f"{out} already holds a finished run; pick another --out (nothing was changed)")
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / "config.json", json.dumps({**to_dict(cfg), "stream": info.name,
+                                                   "class_names": list(info.class_names)}, indent=2))
+    key = jax.random.key(cfg.seed)
+    state = new_state(cfg.online, key, (info.height, info.width))
+    if args.init:
+        from jitnet_jax.pretrained import load_student
+
+        params, stats = load_student(args.init, cfg.online.student.model)
+        state = state.replace(student=state.student.replace(params=params, batch_stats=stats))
+
+    per_frame = None
+    ckpt = None
+    stop = {"flag": False}
+    if args.checkpoint_every or args.resume:
+        from jitnet_jax.checkpoint import StreamCheckpointer
+
+        fingerprint = {"model": to_dict(cfg.online.student.model), "height": info.height,
+                       "width": info.width, "stream": info.name, "class_names": list(info.class_names)}
+        ckpt = StreamCheckpointer(out / "checkpoints", fingerprint, every_frames=args.checkpoint_every or 0,
+                                  keep=args.keep)
+        if args.resume:
+            restored = ckpt.restore_latest(state)
+            if restored is not None:
+                state, per_frame = restored
+                print(f"resumed at frame {int(state.cursor)} from {out / 'checkpoints'}", file=sys.stderr)
+    total = cfg.frames if cfg.frames else info.num_frames
+    if int(state.cursor) >= min(total, info.num_frames) and per_frame is not None:
+        print("run already complete; rewriting outputs", file=sys.stderr)
+
+    writer = None
+    if not args.no_video:
+        from experiments.visualize import VideoWriter
+
+        name = "video.mp4" if int(state.cursor) == 0 else f"video_from_{int(state.cursor)}.mp4"
+        writer = VideoWriter(out / name, fps=info.fps or 30.0, num_classes=info.num_classes)
+
+    def on_chunk(st: Any, chunk: Any, stats: dict[str, np.ndarray], pf: dict[str, np.ndarray]) -> None:
+        if writer is not None:
+            writer.write(chunk.frames, chunk.labels, stats["pred"], stats["teacher"], valid=chunk.valid)
+        if ckpt is not None:
+            ckpt.on_chunk(st, chunk, stats, pf)
+
+    import signal
+
+    def _stop(signum: int, frame: Any) -> None:
+        stop["flag"] = True
+
+    old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result: StreamResult = run_stream(
+            source, cfg.online, state=state, per_frame=per_frame, max_frames=total,
+            keep_preds=writer is not None, on_chunk=on_chunk, progress=not args.no_progress,
+            should_stop=lambda: stop["flag"],
+        )
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if writer is not None:
+            writer.close()
+    if ckpt is not None:
+        ckpt.save(result.state, result.per_frame)
+        ckpt.close()
+    if stop["flag"]:
+        print(f"interrupted at frame {int(result.state.cursor)}; resume with --resume --out {out}",
+              file=sys.stderr)
+        return 130
+    gflops = {k.replace("_flops", "_gflops"): v / 1e9
+              for k, v in student_flops(cfg.online.student, (info.height, info.width)).items()}
+    summary = summarize(result, cfg.online, info.class_names, cfg.cost, gflops)
+    summary["stream"] = info.name
+    write_per_frame_csv(out / "per_frame.csv", result.per_frame, info.class_names)
+    from experiments.visualize import plot_timeline
+
+    plot_timeline(result.per_frame, out / "timeline.png", title=f"{info.name}: JITNet online, a_thr={cfg.online.a_thr}",
+                  cuts=getattr(source, "cuts", ()) or ())
+    _atomic_write(out / "summary.json", json.dumps(summary, indent=2))
+    print(format_summary(summary))
+    print(f"\noutputs in {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""A plain per-frame Python implementation of Algorithm 1, the reference for the compiled loop.
+
+Every decision (teacher frame? accuracy above threshold? next stride?) is made on the host, one frame
+at a time, with the same jitted single-frame functions the compiled loop is built from. It is slow by
+design (a host sync per pass) and exists to check :mod:`jitnet_jax.online` and to benchmark it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jitnet_jax.metrics import confusion_matrix
+from jitnet_jax.online import Knobs, OnlineConfig, effective_weight
+from jitnet_jax.runner import PER_FRAME_KEYS
+from jitnet_jax.train import StudentState, apply_grads, init_state, loss_and_grads, predict
+from jitnet_jax.types import StreamSource
+
+
+def run_reference(
+    source: StreamSource,
+    cfg: OnlineConfig,
+    key: jax.Array,
+    max_frames: int | None = None,
+    student: StudentState | None = None,
+) -> tuple[StudentState, dict[str, np.ndarray], float]:
+    """Run Algorithm 1 frame by frame in Python.
+
+    Returns:
+      ``(student_state, per_frame, wall_s)`` with the same per-frame keys as
+      :func:`jitnet_jax.runner.run_stream` and ``wall_s`` excluding the first-call compilations.
+    """
+    cfg.validate()
+    scfg = cfg.student
+    info = source.info
+    c = info.num_classes
+    knobs = Knobs.from_config(cfg)
+    if student is None:
+        student = init_state(key, scfg, (info.height, info.width))
+    lg = jax.jit(lambda s, f, y, w: loss_and_grads(scfg, s, f, y, effective_weight(w, knobs)))
+    ap = jax.jit(lambda s, g, b: apply_grads(scfg, s, g, b))
+    pr = jax.jit(lambda s, f: predict(scfg, s, f))
+    cm = jax.jit(lambda y, p: confusion_matrix(y, p, c))
+    # compile outside the timed region
+    h, w = info.height, info.width
+    z = (jnp.zeros((h, w, 3), jnp.uint8), jnp.zeros((h, w), jnp.int32), jnp.ones((h, w), jnp.float32))
+    g, b, _ = lg(student, *z)
+    jax.block_until_ready(ap(student, g, b))
+    jax.block_until_ready(pr(student, z[0]))
+    jax.block_until_ready(cm(z[1], z[1]))
+
+    total = info.num_frames if max_frames is None else min(max_frames, info.num_frames)
+    delta, next_teacher = cfg.delta_min, 0
+    rows: dict[str, list] = {k: [] for k in PER_FRAME_KEYS}
+    wall = 0.0
+    for chunk in source.chunks(cfg.chunk_size):
+        for i in range(cfg.chunk_size):
+            t = chunk.start + i
+            if not chunk.valid[i] or t >= total:
+                continue
+            t0 = time.perf_counter()
+            frame = chunk.frames[i]
+            label = chunk.labels[i].astype(np.int32)
+            updates, acc = 0, 0.0
+            if t == next_teacher:
+                while updates < cfg.u_max:
+                    grads, stats, aux = lg(student, frame, label, chunk.weights[i])
+                    acc = float(aux["min_iou"])
+                    pred = aux["pred"]
+                    if acc > cfg.a_thr:
+                        break
+                    student = ap(student, grads, stats)
+                    updates += 1
+                delta = min(2 * delta, cfg.delta_max) if acc > cfg.a_thr else max(delta // 2, cfg.delta_min)
+                next_teacher = t + delta
+                teacher = True
+            else:
+                pred = pr(student, frame)
+                teacher = False
+            conf = np.asarray(cm(label, pred), np.int64)
+            wall += time.perf_counter() - t0
+            tp = np.diag(conf)
+            rows["frame"].append(t)
+            rows["teacher"].append(teacher)
+            rows["updates"].append(updates)
+            rows["delta"].append(delta)
+            rows["acc"].append(acc)
+            rows["tp"].append(tp)
+            rows["fp"].append(conf.sum(0) - tp)
+            rows["fn"].append(conf.sum(1) - tp)
+        if chunk.start + cfg.chunk_size >= total:
+            break
+    per_frame = {
+        "frame": np.asarray(rows["frame"], np.int64),
+        "teacher": np.asarray(rows["teacher"], bool),
+        "updates": np.asarray(rows["updates"], np.int32),
+        "delta": np.asarray(rows["delta"], np.int32),
+        "acc": np.asarray(rows["acc"], np.float32),
+        "tp": np.asarray(rows["tp"], np.int64).reshape(-1, c),
+        "fp": np.asarray(rows["fp"], np.int64).reshape(-1, c),
+        "fn": np.asarray(rows["fn"], np.int64).reshape(-1, c),
+    }
+    return student, per_frame, wall

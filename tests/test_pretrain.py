@@ -1,0 +1,124 @@
+"""Offline pretraining: class mapping by name, label-store examples (leave-one-out), tfds examples
+(``tfds.testing.mock_data``, no download, no TensorFlow), and the CLI writing a loadable checkpoint."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from experiments import pretrain as pt
+from jitnet_jax.config import ModelConfig
+from jitnet_jax.label_store import LabelStoreWriter, StoreHeader
+from jitnet_jax.pretrained import load_student, read_meta
+from jitnet_jax.types import IGNORE_LABEL
+
+TRAFFIC = ("background", "person", "car_bus_truck", "bicycle_motorcycle")
+
+
+def test_class_map_by_name():
+    lut = pt.class_map(TRAFFIC, ("background", "person"))
+    assert lut[:4].tolist() == [0, 1, 0, 0] and lut[IGNORE_LABEL] == IGNORE_LABEL
+    lut = pt.class_map(("background", "person"), TRAFFIC)
+    assert lut[:2].tolist() == [0, 1]
+    # COCO names map into groups
+    lut = pt.class_map(("background", "truck", "dog", "motorcycle"), TRAFFIC)
+    assert lut[:4].tolist() == [0, 2, 0, 3]
+    with pytest.raises(ValueError, match="background"):
+        pt.class_map(TRAFFIC, ("person",))
+
+
+def _store(tmp_path, name, class_groups, label_value, n=8, h=24, w=32):
+    import imageio_ffmpeg
+
+    video = tmp_path / f"{name}.mp4"
+    gen = imageio_ffmpeg.write_frames(str(video), (64, 48), fps=10, macro_block_size=16)
+    gen.send(None)
+    for t in range(n):
+        gen.send(np.full((48, 64, 3), 20 * t, np.uint8).tobytes())
+    gen.close()
+    names = ("background", *("_".join(g) for g in class_groups))
+    header = StoreHeader(name, n, h, w, 10.0, names, class_groups, "test", (str(video),), (n,), 4)
+    wr = LabelStoreWriter(tmp_path / name, header)
+    for i in wr.missing_chunks():
+        a, b = wr.chunk_range(i)
+        lab = np.zeros((b - a, h, w), np.uint8)
+        lab[:, :, : w // 2] = label_value
+        wr.write_chunk(i, lab, np.ones((b - a, h, w), np.float32))
+    return wr.finalize()
+
+
+def test_store_examples_map_classes(tmp_path):
+    a = _store(tmp_path, "a", (("person",), ("car", "bus", "truck")), 2)  # car on the left
+    b = _store(tmp_path, "b", (("person",),), 1)  # person on the left
+    frames, labels, weights = pt.store_examples([a, b], ("background", "person"), every=4, progress=False)
+    assert frames.shape == (4, 24, 32, 3) and labels.shape == (4, 24, 32) and weights.dtype == np.float32
+    assert set(np.unique(labels[:2])) == {0}  # cars become background for a person-only target
+    assert set(np.unique(labels[2:])) == {0, 1}
+    frames, labels, _ = pt.store_examples([a, b], TRAFFIC, every=4, max_frames=4, progress=False)
+    assert len(frames) == 2 and labels[0, 0, 0] == 2 and labels[1, 0, 0] == 1
+
+
+def test_cli_leave_one_out_on_real_streams(shared_data, tmp_path):
+    out = tmp_path / "ckpt"
+    rc = pt.main(["--lvs", str(shared_data / "lvs_mini"), "--exclude", "indoor_people1", "--streams", "bikes1",
+                  "indoor_people1", "--max-frames", "8", "--every", "4", "--height", "36", "--width", "64",
+                  "--epochs", "1", "--cache-dir", str(tmp_path / "stores"), "--out", str(out),
+                  "--no-progress"])  # fmt: skip
+    assert rc == 0
+    meta = read_meta(out)
+    assert meta["info"]["streams"] == ["bikes1"] and meta["info"]["classes"] == ["background", "person"]
+    assert meta["info"]["examples"] == 2
+    load_student(out, ModelConfig(num_classes=2))
+    with pytest.raises(ValueError, match="num_classes"):
+        load_student(out, ModelConfig(num_classes=4))
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert pt.main(["--out", str(tmp_path / "c")]) == 2
+    assert pt.main(["--out", str(tmp_path / "c"), "--tfds", "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+
+
+tfds = pytest.importorskip("tensorflow_datasets", reason="needs tensorflow-datasets (pip install -e .[tfds])")
+
+
+def test_tfds_mock_semantic_path(tmp_path):
+    """Any tfds segmentation dataset via image/label keys; mocked on the project's LVS builder."""
+    import teacher.tfds_lvs  # noqa: F401  (registers lvs_streams)
+
+    with tfds.testing.mock_data(num_examples=3, policy=tfds.testing.MockPolicy.USE_CODE):
+        frames, labels, weights = pt.tfds_examples(
+            "lvs_streams/bikes1", ("background", "person"), 24, 32, image_key="frame", label_key="label",
+            label_names=TRAFFIC,
+        )  # fmt: skip
+        assert frames.shape == (3, 24, 32, 3) and frames.dtype == np.uint8
+        assert set(np.unique(labels)) <= {0, 1, IGNORE_LABEL}
+        assert ((weights > 1) == (labels == 1)).all() and ((weights == 0) == (labels == IGNORE_LABEL)).all()
+        out = tmp_path / "ckpt"
+        rc = pt.main(["--tfds", "lvs_streams/bikes1", "--image-key", "frame", "--label-key", "label",
+                      "--label-names", ",".join(TRAFFIC), "--classes", "background,person,car_bus_truck",
+                      "--height", "24", "--width", "32", "--epochs", "1", "--out", str(out), "--no-progress"])  # fmt: skip
+    assert rc == 0 and read_meta(out)["info"]["dataset"] == "lvs_streams/bikes1"
+    load_student(out, ModelConfig(num_classes=3))
+
+
+def test_tfds_mock_coco_panoptic():
+    """The COCO path. tfds's ``coco`` builder imports TensorFlow when it is constructed, so without
+    TensorFlow it cannot be mocked at all."""
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("tfds builder 'coco' imports tensorflow on construction; TensorFlow is not installed")
+    with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
+        frames, labels, _ = pt.tfds_examples("coco/2017_panoptic", TRAFFIC, 24, 32)
+    assert frames.shape == (2, 24, 32, 3) and labels.max() < 4
+
+
+def test_panoptic_decoding():
+    rgb = np.zeros((2, 3, 3), np.uint8)
+    rgb[0, 0] = (1, 0, 0)  # segment id 1
+    rgb[1, 2] = (0, 1, 0)  # segment id 256
+    out = pt.panoptic_to_semantic(rgb, np.array([1, 256]), np.array([0, 1]), ["person", "car"],
+                                  np.array([1, 2], np.uint8))  # fmt: skip
+    assert out.tolist() == [[1, 0, 0], [0, 0, 2]]
