@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ class RunConfig:
     Attributes:
       online: the algorithm (student, optimiser, controller).
       cost: the cost model for speedups.
-      frames: stream frames to process (0 = the whole stream; the synthetic stream is this long).
+      frames: stream frames to process (0 = the whole stream; the synthetic stream has 1500).
       height, width: student resolution.
       seed: PRNG seed of the student (and of the synthetic stream).
     """
@@ -50,7 +51,7 @@ class RunConfig:
         )
     )
     cost: CostModel = CostModel()
-    frames: int = 1500
+    frames: int = 0
     height: int = 180
     width: int = 320
     seed: int = 0
@@ -124,6 +125,8 @@ def make_config(args: argparse.Namespace) -> RunConfig:
             cfg = from_dict(RunConfig, json.loads(Path(args.config).read_text()))
         except (OSError, json.JSONDecodeError, TypeError) as e:
             raise ValueError(f"{args.config}: cannot read run config ({e})") from None
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
     sets = [f"{path}={getattr(args, flag)}" for flag, path in _FLAG_FIELDS.items()
             if getattr(args, flag, None) is not None]
     cfg = override(cfg, sets + list(args.set))
@@ -204,6 +207,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # ffmpeg (video writing, decoding) is started with fork+exec, which is safe; silence JAX's fork warning
+    warnings.filterwarnings("ignore", message="os.fork\\(\\) was called")
     args = build_parser().parse_args(argv)
     try:
         cfg = make_config(args)

@@ -446,12 +446,30 @@ def sweep_chunk(
     return state, {k: jnp.swapaxes(v, 0, 1) for k, v in stats.items()}
 
 
-def make_sweep_chunk(cfg: StudentConfig, mode: str = "gated") -> Callable[..., Any]:
-    """``sweep_chunk`` jitted with the state donated: ``fn(mp, state, frames, labels, weights, valid)``."""
+def make_sweep_chunk(cfg: StudentConfig, mode: str = "gated", mesh: Any = None) -> Callable[..., Any]:
+    """``sweep_chunk`` jitted with the state donated: ``fn(mp, state, frames, labels, weights, valid)``.
+
+    With a ``mesh`` and ``mode="map"`` the chunk is a ``shard_map``: each device runs ``lax.map`` over its
+    own members (members never interact in that mode, so there is no communication at all). The vmapped
+    modes are partitioned by GSPMD from the inputs' shardings (``any(is_teacher)`` becomes an
+    all-reduce).
+    """
 
     def fn(mp: MemberParams, state: OnlineState, frames: Any, labels: Any, weights: Any, valid: Any) -> Any:
         return sweep_chunk(cfg, mp, state, frames, labels, weights, valid, mode)
 
+    if mesh is not None and mode == "map":
+        from jax.sharding import PartitionSpec as P
+
+        from jitnet_jax.sharding import MEMBER_AXIS
+
+        fn = jax.shard_map(
+            fn,
+            mesh=mesh,
+            in_specs=(P(MEMBER_AXIS), P(MEMBER_AXIS), P(), P(), P(), P()),
+            out_specs=(P(MEMBER_AXIS), P(MEMBER_AXIS)),
+            check_vma=False,
+        )
     return jax.jit(fn, donate_argnums=1)
 
 
@@ -684,7 +702,7 @@ def run_sweep(
         rs = replicated_sharding(mesh)
         abstract = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rs) for a in abstract)
     t0 = time.perf_counter()
-    compiled = make_sweep_chunk(base.student, mode).lower(mp, state, *abstract).compile()
+    compiled = make_sweep_chunk(base.student, mode, mesh).lower(mp, state, *abstract).compile()
     compile_s = time.perf_counter() - t0
 
     bar = None

@@ -1,0 +1,101 @@
+"""Benchmark: K configurations in one compiled sweep vs K sequential single-configuration runs.
+
+    python -m experiments.bench_sweep                      # K=8, 64 synthetic frames at 48x64
+    python -m experiments.bench_sweep --frames 300 --height 90 --width 160 --modes gated,map,naive
+
+The K configurations are a grid over lr x a_thr x schedule (2 x 2 x 2 for K=8; larger K adds seeds). The
+sequential baseline runs each configuration with ``jitnet_jax.runner.run_stream`` -- the engine of
+``experiments.stream`` -- one after the other in this process, each compiling its own program as a
+separate ``experiments.stream`` invocation would. Prints wall time end to end (compile included) and
+compute only, for each sweep mode and for the sequential runs, and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from typing import Any
+
+import jax
+
+from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
+from jitnet_jax.online import OnlineConfig
+from jitnet_jax.runner import run_stream
+from jitnet_jax.sweep import Member, run_sweep
+from jitnet_jax.synthetic import SyntheticStream
+
+
+def bench_members(base: OnlineConfig, k: int) -> list[Member]:
+    """``k`` configurations: lr x a_thr x schedule, then more seeds."""
+    grid = itertools.product(range(1 + (k - 1) // 8), (0.003, 0.01), (0.7, 0.9), ("constant", "cosine"))
+    out = []
+    for seed, lr, a_thr, sched in grid:
+        m = Member.from_config(base, seed=seed)
+        out.append(Member(**{**m.__dict__, "lr": lr, "a_thr": a_thr, "schedule": sched}))
+    return out[:k]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.bench_sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--k", type=int, default=8, help="configurations")
+    p.add_argument("--frames", type=int, default=64)
+    p.add_argument("--height", type=int, default=48)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--chunk-size", type=int, default=16)
+    p.add_argument("--u-max", type=int, default=4)
+    p.add_argument("--modes", default="gated,map", help="sweep modes to time: gated, map, naive")
+    p.add_argument("--no-sequential", action="store_true", help="skip the K sequential runs")
+    p.add_argument("--json", help="also write the numbers to this file")
+    args = p.parse_args(argv)
+    base = OnlineConfig(
+        student=StudentConfig(model=ModelConfig(num_classes=4), optim=OptimConfig(name="sgd", lr=0.01)),
+        chunk_size=args.chunk_size, u_max=args.u_max, delta_min=4, delta_max=32,
+    )  # fmt: skip
+    source = SyntheticStream(args.frames, args.height, args.width, seed=0)
+    members = bench_members(base, args.k)
+    print(f"{args.k} configurations, {args.frames} frames at {args.height}x{args.width}, "
+          f"chunk {args.chunk_size}, u_max {args.u_max}, {jax.device_count()} device(s) [{jax.default_backend()}]")  # fmt: skip
+    results: dict[str, Any] = {"k": args.k, "frames": args.frames, "height": args.height, "width": args.width}
+    teacher = None
+    for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
+        t0 = time.perf_counter()
+        res = run_sweep(source, base, members, mode=mode, progress=False)
+        total = time.perf_counter() - t0
+        frac = sum(int(pf["teacher"].sum()) for pf in res.per_frame) / (args.k * args.frames)
+        teacher = teacher or frac
+        results[f"sweep_{mode}"] = {"total_s": total, "compute_s": res.wall_s, "compile_s": res.compile_s}
+        print(f"sweep ({mode:>5}): {total:7.1f}s total = {res.compile_s:6.1f}s compile + {res.wall_s:6.1f}s compute"
+              f"   ({1e3 * res.wall_s / args.frames:.0f} ms/frame for all {args.k}; teacher {100 * frac:.0f}%)")  # fmt: skip
+    if not args.no_sequential:
+        total = compute = compile_s = 0.0
+        for m in members:
+            t0 = time.perf_counter()
+            r = run_stream(source, m.online_config(base), jax.random.key(m.seed), progress=False)
+            total += time.perf_counter() - t0
+            compute += r.wall_s
+            compile_s += r.compile_s
+        results["sequential"] = {"total_s": total, "compute_s": compute, "compile_s": compile_s}
+        print(
+            f"sequential x{args.k}: {total:7.1f}s total = {compile_s:6.1f}s compile + {compute:6.1f}s compute"
+        )
+        for mode in args.modes.split(","):
+            s = results.get(f"sweep_{mode.strip()}")
+            if s:
+                print(f"ratio sequential/sweep({mode.strip()}): {total / s['total_s']:.2f}x end to end, "
+                      f"{compute / s['compute_s']:.2f}x compute only")  # fmt: skip
+    if "sweep_naive" in results and "sweep_gated" in results:
+        print(
+            f"gated vs naive vmap (compute): {results['sweep_naive']['compute_s'] / results['sweep_gated']['compute_s']:.2f}x"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Unit tests of the Orbax stream checkpointer (no compiled stream loop: fast)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jitnet_jax.checkpoint import (
+    GracefulStop,
+    Interrupted,
+    StreamCheckpointer,
+    check_fingerprint,
+    make_fingerprint,
+)
+from jitnet_jax.config import ModelConfig, StudentConfig
+from jitnet_jax.online import OnlineConfig
+from jitnet_jax.runner import empty_per_frame, new_state
+from jitnet_jax.types import Chunk, StreamInfo
+
+H, W, C = 16, 24, 4
+INFO = StreamInfo("synthetic", 100, H, W, 30.0, ("background", "a", "b", "c"), "exact")
+
+
+def _cfg(num_classes: int = C) -> OnlineConfig:
+    return OnlineConfig(student=StudentConfig(model=ModelConfig(num_classes=num_classes)), chunk_size=4)
+
+
+@functools.cache
+def _fresh(seed: int):
+    return new_state(_cfg(), jax.random.key(seed), (H, W))
+
+
+def _state(seed: int, cursor: int):
+    s = _fresh(seed % 3)
+    params = jax.tree_util.tree_map(lambda x: x + 0.01 * seed, s.student.params)
+    return s.replace(
+        student=s.student.replace(params=params, step=jnp.int32(3 * cursor)),
+        cursor=jnp.int32(cursor),
+        next_teacher=jnp.int32(cursor + 5),
+        delta=jnp.int32(16),
+        teacher_frames=jnp.int32(cursor // 4),
+        updates=jnp.int32(cursor),
+    )
+
+
+def _per_frame(n: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(n)
+    pf = empty_per_frame(C)
+    pf = {
+        "frame": np.arange(n, dtype=np.int64),
+        "teacher": rng.random(n) < 0.3,
+        "updates": rng.integers(0, 8, n).astype(np.int32),
+        "delta": rng.integers(1, 64, n).astype(np.int32),
+        "acc": rng.random(n).astype(np.float32),
+        **{k: rng.integers(0, 1000, (n, C)).astype(np.int64) for k in ("tp", "fp", "fn")},
+    }
+    return pf
+
+
+def _chunk(start: int, n: int) -> Chunk:
+    return Chunk(np.zeros((n, H, W, 3), np.uint8), np.zeros((n, H, W), np.uint8),
+                 np.zeros((n, H, W), np.float32), np.ones(n, bool), start)  # fmt: skip
+
+
+def _leaves(state):
+    conv = lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x  # noqa: E731
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.tree_util.tree_map(conv, state))]
+
+
+def test_round_trip(tmp_path):
+    ck = StreamCheckpointer(tmp_path / "ck", make_fingerprint(_cfg(), INFO), every_frames=8)
+    state, pf = _state(1, 12), _per_frame(12)
+    assert ck.save(state, pf)
+    assert not ck.save(state, pf)  # same cursor: nothing to do
+    template = _state(0, 0)
+    restored, pf2 = ck.restore_latest(template)
+    for a, b in zip(_leaves(state), _leaves(restored)):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    assert jax.dtypes.issubdtype(restored.student.rng.dtype, jax.dtypes.prng_key)
+    assert int(restored.cursor) == 12 and int(restored.next_teacher) == 17
+    assert set(pf2) == set(pf)
+    for k in pf:
+        assert pf2[k].dtype == pf[k].dtype
+        np.testing.assert_array_equal(pf2[k], pf[k])
+    # The optimiser state (momentum buffers, injected lr, schedule count) is restored too.
+    assert jax.tree_util.tree_structure(restored.student.opt_state) == jax.tree_util.tree_structure(
+        state.student.opt_state
+    )
+    ck.close()
+
+
+def test_empty_directory_and_cursor_zero(tmp_path):
+    ck = StreamCheckpointer(tmp_path / "ck", make_fingerprint(_cfg(), INFO), every_frames=4)
+    assert ck.restore_latest(_state(0, 0)) is None
+    assert not ck.save(_state(0, 0), empty_per_frame(C))  # nothing processed yet
+    with pytest.raises(ValueError, match="per_frame has 3 frames"):
+        ck.save(_state(0, 4), _per_frame(3))
+
+
+@pytest.mark.parametrize(
+    "other, field",
+    [
+        (dict(cfg=_cfg(5)), "model.num_classes"),
+        (dict(h=32), "stream.height"),
+        (dict(w=32), "stream.width"),
+        (
+            dict(cfg=OnlineConfig(student=StudentConfig(model=ModelConfig(width_multiplier=0.25)))),
+            "model.width_multiplier",
+        ),
+        (dict(cfg=OnlineConfig(student=StudentConfig(model=ModelConfig(separable=True)))), "model.separable"),
+    ],
+)
+def test_fingerprint_mismatch_names_field(tmp_path, other, field):
+    ck = StreamCheckpointer(tmp_path / "ck", make_fingerprint(_cfg(), INFO), every_frames=4)
+    ck.save(_state(1, 4), _per_frame(4))
+    info = StreamInfo("synthetic", 100, other.get("h", H), other.get("w", W), 30.0, INFO.class_names, "exact")
+    ck2 = StreamCheckpointer(
+        tmp_path / "ck", make_fingerprint(other.get("cfg", _cfg()), info), every_frames=4
+    )
+    with pytest.raises(ValueError, match=rf"made with {field}=") as e:
+        ck2.restore_latest(_state(0, 0))
+    assert "\n" not in str(e.value)
+
+
+def test_nested_fingerprint_is_flattened(tmp_path):
+    fp = {"model": {"num_classes": 4, "width_multiplier": 0.5}, "height": H, "width": W}
+    ck = StreamCheckpointer(tmp_path / "ck", fp, every_frames=4)
+    ck.save(_state(1, 4), _per_frame(4))
+    fp2 = {"model": {"num_classes": 7, "width_multiplier": 0.5}, "height": H, "width": W}
+    with pytest.raises(ValueError, match=r"model.num_classes=4 but this run has model.num_classes=7"):
+        StreamCheckpointer(tmp_path / "ck", fp2, every_frames=4).restore_latest(_state(0, 0))
+    with pytest.raises(ValueError, match="height=16 but this run has height=8"):
+        check_fingerprint({"height": 16, "model.num_classes": 4}, {"height": 8, "model.num_classes": 5})
+
+
+def test_periodic_saves_and_retention(tmp_path):
+    ck = StreamCheckpointer(tmp_path / "ck", make_fingerprint(_cfg(), INFO), every_frames=10, keep=2)
+    saved = []
+    for end in range(4, 48, 4):  # chunks of 4 frames: cursor 4, 8, ..., 44
+        saved.append(ck.on_chunk(_state(end, end), _chunk(end - 4, 4), None, _per_frame(end)))
+    # Crossing 10, 20, 30, 40 -> saves at cursors 12, 20, 32, 40; only the last two are kept.
+    assert [4 * (i + 1) for i, s in enumerate(saved) if s] == [12, 20, 32, 40]
+    assert ck.steps() == [32, 40]
+    restored, pf = ck.restore_latest(_state(0, 0))
+    assert int(restored.cursor) == 40 and len(pf["frame"]) == 40
+    ck.save(_state(44, 44), _per_frame(44))  # forced final save
+    assert ck.steps() == [40, 44]
+    ck.close()
+
+
+def test_partial_save_is_ignored(tmp_path):
+    """A save killed before orbax's atomic rename leaves a tmp directory: the previous checkpoint wins."""
+    d = tmp_path / "ck"
+    ck = StreamCheckpointer(d, make_fingerprint(_cfg(), INFO), every_frames=4)
+    ck.save(_state(1, 8), _per_frame(8))
+    ck.close()
+    # Simulate a kill mid-save of cursor 12: a complete-looking copy under orbax's temporary name,
+    # plus a truncated file in it.
+    tmp = d / "12.orbax-checkpoint-tmp-1234567"
+    shutil.copytree(d / "8", tmp)
+    for root, _, files in os.walk(tmp):
+        for f in files:
+            open(os.path.join(root, f), "wb").close()
+    ck2 = StreamCheckpointer(d, make_fingerprint(_cfg(), INFO), every_frames=4)
+    assert ck2.steps() == [8]
+    restored, pf = ck2.restore_latest(_state(0, 0))
+    assert int(restored.cursor) == 8 and len(pf["frame"]) == 8
+    assert ck2.save(_state(2, 12), _per_frame(12))
+    assert ck2.steps() == [8, 12]
+    ck2.close()
+
+
+def test_graceful_stop_saves_and_raises(tmp_path):
+    ck = StreamCheckpointer(tmp_path / "ck", make_fingerprint(_cfg(), INFO), every_frames=0)
+    with GracefulStop() as stop:
+        cb = ck.on_chunk_callback(stop)
+        cb(_state(1, 4), _chunk(0, 4), None, _per_frame(4))  # no stop requested, no periodic saves
+        assert ck.steps() == []
+        os.kill(os.getpid(), signal.SIGTERM)  # handled: sets the flag
+        assert stop.is_set() and stop.signum == signal.SIGTERM
+        with pytest.raises(Interrupted, match="SIGTERM.*checkpoint saved at frame 8") as e:
+            cb(_state(1, 8), _chunk(4, 4), None, _per_frame(8))
+        assert e.value.cursor == 8
+    assert ck.steps() == [8]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="keep must be >= 1"):
+        StreamCheckpointer(tmp_path / "a", {}, every_frames=4, keep=0)
+    with pytest.raises(ValueError, match="every_frames must be >= 0"):
+        StreamCheckpointer(tmp_path / "b", {}, every_frames=-1)

@@ -1,0 +1,193 @@
+"""End to end: ``python -m experiments.stream --checkpoint-every N`` killed with SIGKILL and resumed with
+``--resume`` ends exactly like an uninterrupted run; a kill during a save leaves the previous checkpoint.
+
+The CLI runs in a subprocess through a tiny driver that only adds delays (so the test can kill it at a
+known point) and then calls ``experiments.stream.main`` unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FLAGS = [
+    "--frames", "24", "--height", "24", "--width", "32", "--chunk-size", "4", "--u-max", "2",
+    "--delta-min", "2", "--delta-max", "8", "--seed", "0", "--no-video", "--no-progress",
+    "--checkpoint-every", "4", "--keep", "2",
+]  # fmt: skip
+VOLATILE = {"wall_s", "compile_s", "student_ms_per_frame"}
+
+DRIVER = r"""
+import inspect, os, sys, time
+mode, marker = os.environ["RESUME_TEST_MODE"], os.environ["RESUME_TEST_MARKER"]
+if mode == "slow":  # a pause after every chunk, so the test can kill between chunks
+    from jitnet_jax import checkpoint as ck
+    orig = ck.StreamCheckpointer.on_chunk
+    def on_chunk(self, *a, **k):
+        r = orig(self, *a, **k)
+        if r:
+            open(marker, "a").write(f"{len(a[3]['frame'])}\n")
+        time.sleep(0.5)
+        return r
+    ck.StreamCheckpointer.on_chunk = on_chunk
+elif mode == "hang_in_save":  # the second save hangs after writing its data, before orbax's atomic rename
+    import orbax.checkpoint._src.path.atomicity as atom
+    orig_fin = atom.AtomicRenameTemporaryPath.finalize
+    count = [0]
+    def hang(tmp):
+        if not str(getattr(tmp, "_final_path", "")).rstrip("/").split("/")[-1].isdigit():
+            return  # an item directory inside the step; only step directories count
+        count[0] += 1
+        if count[0] == 2:
+            open(marker, "w").close()
+            time.sleep(600)
+    if inspect.iscoroutinefunction(orig_fin):
+        async def finalize(self, *a, **k):
+            hang(self)
+            return await orig_fin(self, *a, **k)
+    else:
+        def finalize(self, *a, **k):
+            hang(self)
+            return orig_fin(self, *a, **k)
+    atom.AtomicRenameTemporaryPath.finalize = finalize
+from experiments.stream import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    return env
+
+
+def _start(out: Path, mode: str, marker: Path, extra: list[str] = ()) -> subprocess.Popen:
+    env = {**_env(), "RESUME_TEST_MODE": mode, "RESUME_TEST_MARKER": str(marker)}
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, "--out", str(out), *FLAGS, *extra],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _run(out: Path, extra: list[str] = (), timeout: float = 600) -> subprocess.CompletedProcess:
+    p = _start(out, "none", out.with_suffix(".marker"), extra)
+    stdout, stderr = p.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
+
+
+def _wait_for(cond, proc: subprocess.Popen, timeout: float = 600) -> None:
+    t0 = time.time()
+    while not cond():
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"process ended ({proc.returncode}) before the kill point:\n{proc.stderr.read()}"
+            )
+        if time.time() - t0 > timeout:
+            proc.kill()
+            raise AssertionError("timed out waiting for the kill point")
+        time.sleep(0.02)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _summary(out: Path) -> dict:
+    s = json.loads((out / "summary.json").read_text())
+    return {k: v for k, v in s.items() if k not in VOLATILE}
+
+
+def _final_state(out: Path):
+    """The final checkpoint (the CLI saves one at the end) restored into this run's state template."""
+    from experiments.stream import build_parser, make_config
+    from jitnet_jax.checkpoint import StreamCheckpointer
+    from jitnet_jax.runner import new_state
+
+    cfg = make_config(build_parser().parse_args(FLAGS))
+    probe = StreamCheckpointer(out / "checkpoints", {}, every_frames=0)
+    cursor = probe.latest_cursor()
+    fingerprint = probe.read_meta(cursor)["fingerprint"]
+    ck = StreamCheckpointer(out / "checkpoints", fingerprint, every_frames=0)
+    template = new_state(cfg.online, jax.random.key(0), (cfg.height, cfg.width))
+    state, pf = ck.restore(cursor, template)
+    leaves = jax.tree_util.tree_leaves(
+        jax.tree_util.tree_map(
+            lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x,
+            state,
+        )
+    )
+    return cursor, [np.asarray(x) for x in leaves], pf
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    assert _summary(a) == _summary(b)
+    assert (a / "per_frame.csv").read_text() == (b / "per_frame.csv").read_text()
+    ca, la, pa = _final_state(a)
+    cb, lb, pb = _final_state(b)
+    assert ca == cb == 24
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(x, y)
+    for k in pa:
+        np.testing.assert_array_equal(pa[k], pb[k])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("resume") / "uninterrupted"
+    r = _run(out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_sigkill_then_resume_matches_uninterrupted(reference, tmp_path):
+    out, marker = tmp_path / "killed", tmp_path / "saves.txt"
+    proc = _start(out, "slow", marker)
+    # Kill right after the second periodic checkpoint (cursor 8), while later chunks are pending.
+    _wait_for(lambda: marker.exists() and len(marker.read_text().split()) >= 2, proc)
+    _kill(proc)
+    assert not (out / "summary.json").exists()
+    r = _run(out, ["--resume"])
+    assert r.returncode == 0, r.stderr
+    assert "resumed at frame" in r.stderr
+    _assert_same_run(reference, out)
+
+
+def test_kill_during_save_keeps_previous_checkpoint(reference, tmp_path):
+    from jitnet_jax.checkpoint import StreamCheckpointer
+
+    out, marker = tmp_path / "killed_in_save", tmp_path / "saving"
+    proc = _start(out, "hang_in_save", marker)
+    _wait_for(marker.exists, proc)  # the second save's data is written, its rename is pending
+    _kill(proc)
+    ckdir = out / "checkpoints"
+    assert any(".orbax-checkpoint-tmp" in p.name for p in ckdir.iterdir())  # the partial save
+    probe = StreamCheckpointer(ckdir, {}, every_frames=0)
+    assert probe.steps() == [4]  # only the first, complete checkpoint counts
+    r = _run(out, ["--resume"])
+    assert r.returncode == 0, r.stderr
+    assert "resumed at frame 4" in r.stderr
+    _assert_same_run(reference, out)
+
+
+def test_resume_with_other_resolution_is_refused(reference, tmp_path):
+    import shutil
+
+    out = tmp_path / "other"
+    shutil.copytree(reference, out)
+    (out / "summary.json").unlink()
+    r = _run(out, ["--resume", "--height", "32"])
+    assert r.returncode == 2
+    assert "height=24 but this run has height=32" in r.stderr, r.stderr
