@@ -478,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain-epochs", type=int, default=2)
     p.add_argument("--pretrain-every", type=int, default=8)
     p.add_argument("--pretrain-max-per-stream", type=int, default=60)
-    p.add_argument("--oracle-epochs", type=int, default=6)
+    p.add_argument("--oracle-epochs", type=int, default=20)
     p.add_argument("--oracle-every", type=int, default=8)
     p.add_argument("--teacher-ms", type=float, default=MEASURED_TEACHER_MS, help="measured teacher ms per frame")
     p.add_argument("--stability-threshold", type=int, default=8, help="static pixel: max |dRGB| <= this")

@@ -20,6 +20,13 @@ the five :data:`~jitnet_jax.config.SCHEDULES` (shared shape parameters from the 
 so the optimiser state has exactly the structure of a single-configuration run and each member's
 result equals a separate :func:`~jitnet_jax.runner.run_stream` of it (tested).
 
+**Exactness and speed.** ``mode="map"`` runs the members one after the other (``lax.map``) inside the
+same program and is bit-identical to separate runs. The vmapped modes batch the members' convolutions,
+which round differently; online training amplifies that, so they match separate runs in teacher frames and
+update counts and in mIoU within a tolerance. On XLA:CPU the batched compute is slower than the same
+members run one by one (measured in ``experiments/bench_sweep.py``): the one-program sweep wins there by
+compiling once; on accelerators the vmap fills the device.
+
 **Memory.** :func:`estimate_memory` gives the bytes per member (params, batch stats, optimiser state,
 update-loop copies, forward/backward activations at ``H x W``) and :func:`check_memory` refuses a sweep
 that does not fit before anything is compiled. Memory grows linearly with K.
@@ -458,11 +465,13 @@ def make_sweep_chunk(cfg: StudentConfig, mode: str = "gated", mesh: Any = None) 
     def fn(mp: MemberParams, state: OnlineState, frames: Any, labels: Any, weights: Any, valid: Any) -> Any:
         return sweep_chunk(cfg, mp, state, frames, labels, weights, valid, mode)
 
-    if mesh is not None and mode == "map":
-        from jax.sharding import PartitionSpec as P
+    if mesh is None:
+        return jax.jit(fn, donate_argnums=1)
+    from jax.sharding import PartitionSpec as P
 
-        from jitnet_jax.sharding import MEMBER_AXIS
+    from jitnet_jax.sharding import MEMBER_AXIS, member_sharding, replicated_sharding
 
+    if mode == "map":
         fn = jax.shard_map(
             fn,
             mesh=mesh,
@@ -470,7 +479,8 @@ def make_sweep_chunk(cfg: StudentConfig, mode: str = "gated", mesh: Any = None) 
             out_specs=(P(MEMBER_AXIS), P(MEMBER_AXIS)),
             check_vma=False,
         )
-    return jax.jit(fn, donate_argnums=1)
+    ms, rs = member_sharding(mesh), replicated_sharding(mesh)
+    return jax.jit(fn, donate_argnums=1, in_shardings=(ms, ms, rs, rs, rs, rs), out_shardings=(ms, ms))
 
 
 # ---- memory --------------------------------------------------------------------------------------------
