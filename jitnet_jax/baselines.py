@@ -36,6 +36,7 @@ from jitnet_jax.config import StudentConfig
 from jitnet_jax.costs import CostModel, cost_model_speedup
 from jitnet_jax.metrics import confusion_matrix, iou_from_counts
 from jitnet_jax.online import Knobs, OnlineConfig, effective_weight
+from jitnet_jax.runner import limit_chunks
 from jitnet_jax.train import StudentState, apply_model, jit_train_step
 from jitnet_jax.types import IGNORE_LABEL, Chunk, StreamSource
 
@@ -94,13 +95,7 @@ def confusion_np(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.
 def limited_chunks(source: StreamSource, chunk_size: int, max_frames: int | None) -> Iterator[Chunk]:
     """Chunks of ``source`` up to ``max_frames`` (frames past it are marked invalid)."""
     total = source.info.num_frames if max_frames is None else min(source.info.num_frames, max_frames)
-    for chunk in source.chunks(chunk_size):
-        if chunk.start >= total:
-            return
-        over = chunk.start + np.arange(chunk_size) >= total
-        if over.any():
-            chunk = chunk._replace(valid=chunk.valid & ~over)
-        yield chunk
+    yield from limit_chunks(source, chunk_size, total)
 
 
 # --------------------------------------------------------------------------- temporal stability

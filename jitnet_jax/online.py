@@ -21,6 +21,7 @@ arrays in :class:`Knobs`, so the same functions can be ``vmap``-ed over a sweep 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -142,17 +143,23 @@ def teacher_updates(
     label: jnp.ndarray,
     weight: jnp.ndarray,
     active: jnp.ndarray | bool = True,
+    apply: Callable[[StudentState, Any, Any], StudentState] | None = None,
 ) -> tuple[StudentState, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     """The update loop on a teacher frame (``lax.while_loop``).
 
     Args:
       frame: uint8 ``[H, W, 3]``; label: int ``[H, W]``; weight: float32 ``[H, W]`` (already effective).
       active: bool scalar; when False no pass runs (used to mask idle members under ``vmap``).
+      apply: ``(student, grads, new_batch_stats) -> student``; default
+        :func:`~jitnet_jax.train.apply_grads` with ``cfg`` (a sweep passes a per-member optimiser).
     Returns:
       ``(student, pred int32 [H, W], updates int32, acc float32)`` where ``pred`` and ``acc`` are from
       the last forward pass (before the last update).
     """
     h, w = label.shape
+    if apply is None:
+        def apply(s: StudentState, g: Any, b: Any) -> StudentState:
+            return apply_grads(cfg, s, g, b)
 
     def cond(c: tuple[Any, ...]) -> jnp.ndarray:
         _, k, _, _, stop = c
@@ -162,7 +169,7 @@ def teacher_updates(
         s, k, _, _, _ = c
         grads, new_stats, aux = loss_and_grads(cfg, s, frame, label, weight)
         passed = aux["min_iou"] > knobs.a_thr
-        updated = apply_grads(cfg, s, grads, new_stats)
+        updated = apply(s, grads, new_stats)
         s = jax.tree_util.tree_map(lambda old, new: jnp.where(passed, old, new), s, updated)
         return s, k + jnp.where(passed, 0, 1).astype(jnp.int32), aux["pred"], aux["min_iou"], passed
 

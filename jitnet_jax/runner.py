@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -164,7 +164,7 @@ def run_stream(
         fp_sum += part["fp"].sum(0)
         fn_sum += part["fn"].sum(0)
     try:
-        for chunk in prefetch(_limited(source, t_chunk, start, total), prefetch_depth):
+        for chunk in prefetch(limit_chunks(source, t_chunk, total, start), prefetch_depth):
             t1 = time.perf_counter()
             state, stats = compiled(knobs, state, chunk.frames, chunk.labels, chunk.weights, chunk.valid)
             stats = jax.device_get(stats)  # the one host sync per chunk
@@ -193,8 +193,8 @@ def run_stream(
     return StreamResult(state, pf, wall, compile_s)
 
 
-def _limited(source: StreamSource, chunk_size: int, start: int, total: int) -> Any:
-    """Chunks from ``start`` that end at frame ``total`` (later frames marked invalid)."""
+def limit_chunks(source: StreamSource, chunk_size: int, total: int, start: int = 0) -> Iterator[Chunk]:
+    """Chunks of ``source`` from frame ``start`` that end at frame ``total`` (later frames marked invalid)."""
     for chunk in source.chunks(chunk_size, start=start):
         if chunk.start >= total:
             return

@@ -50,7 +50,7 @@ import optax
 
 from jitnet_jax.config import SCHEDULES, OptimConfig, StudentConfig
 from jitnet_jax.metrics import confusion_matrix, iou_from_counts
-from jitnet_jax.online import Knobs, OnlineConfig, OnlineState, effective_weight, next_delta
+from jitnet_jax.online import Knobs, OnlineConfig, OnlineState, effective_weight, next_delta, teacher_updates
 from jitnet_jax.optim import decay_mask, make_schedule
 from jitnet_jax.prefetch import prefetch
 from jitnet_jax.runner import (
@@ -295,24 +295,10 @@ def member_teacher_updates(
 ) -> tuple[StudentState, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     """:func:`~jitnet_jax.online.teacher_updates` for one member with its own lr schedule (same loop,
     same stopping rule). ``active=False`` runs no pass. Returns ``(student, pred, updates, acc)``."""
-    knobs = mp.knobs
-    h, w = label.shape
-
-    def cond(c: tuple[Any, ...]) -> jnp.ndarray:
-        _, k, _, _, stop = c
-        return jnp.logical_and(jnp.logical_and(~stop, k < knobs.u_max), active)
-
-    def body(c: tuple[Any, ...]) -> tuple[Any, ...]:
-        s, k, _, _, _ = c
-        grads, new_stats, aux = loss_and_grads(cfg, s, frame, label, weight)
-        passed = aux["min_iou"] > knobs.a_thr
-        updated = _apply(cfg, mp, s, grads, new_stats)
-        s = jax.tree_util.tree_map(lambda old, new: jnp.where(passed, old, new), s, updated)
-        return s, k + jnp.where(passed, 0, 1).astype(jnp.int32), aux["pred"], aux["min_iou"], passed
-
-    init = (student, jnp.int32(0), jnp.zeros((h, w), jnp.int32), jnp.float32(0.0), jnp.bool_(False))
-    student, k, pred, acc, _ = jax.lax.while_loop(cond, body, init)
-    return student, pred, k, acc
+    return teacher_updates(
+        cfg, mp.knobs, student, frame, label, weight, active,
+        apply=lambda s, g, b: _apply(cfg, mp, s, g, b),
+    )
 
 
 def _member_teacher(
