@@ -65,23 +65,11 @@ class RunConfig:
         return self
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.stream", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    src = p.add_argument_group("stream source (default: the embedded synthetic stream)")
-    src.add_argument("--stream", default="synthetic", help="'synthetic', or a stream name with --lvs")
-    src.add_argument("--lvs", help="LVS root folder holding stream folders (e.g. ../shared/data/lvs_mini)")
-    src.add_argument("--store", help="a precomputed label store (python -m teacher.precompute)")
-    src.add_argument("--video", help="a video file; labels come from --teacher, precomputed first")
-    src.add_argument("--teacher", help="teacher backend for --video: yolov8_seg or deeplab")
-    src.add_argument("--model", help="teacher model file (default: from JITNET_DATA/models)")
-    src.add_argument("--groups", help='class groups for --video, e.g. "person;car,bus,truck"')
-    src.add_argument("--cache-dir", default="label_stores", help="where precomputed label stores go")
-    run = p.add_argument_group("run")
+def add_config_flags(run: Any) -> None:
+    """The run-config flags shared by ``experiments.stream`` and ``experiments.sweep`` (see
+    :func:`make_config`)."""
     run.add_argument("--config", help="JSON run config (as written to config.json)")
-    run.add_argument("--frames", type=int, help="frames to process (0 = whole stream)")
+    run.add_argument("--frames", type=int, help="frames to process (default: the whole stream)")
     run.add_argument("--height", type=int)
     run.add_argument("--width", type=int)
     run.add_argument("--a-thr", type=float)
@@ -97,6 +85,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int)
     run.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                      help="override any config field, e.g. online.student.model.width_multiplier=0.25")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.stream", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_argument_group("stream source (default: the embedded synthetic stream)")
+    src.add_argument("--stream", default="synthetic", help="'synthetic', or a stream name with --lvs")
+    src.add_argument("--lvs", help="LVS root folder holding stream folders (e.g. ../shared/data/lvs_mini)")
+    src.add_argument("--store", help="a precomputed label store (python -m teacher.precompute)")
+    src.add_argument("--video", help="a video file; labels come from --teacher, precomputed first")
+    src.add_argument("--teacher", help="teacher backend for --video: yolov8_seg or deeplab")
+    src.add_argument("--model", help="teacher model file (default: from JITNET_DATA/models)")
+    src.add_argument("--groups", help='class groups for --video, e.g. "person;car,bus,truck"')
+    src.add_argument("--cache-dir", default="label_stores", help="where precomputed label stores go")
+    run = p.add_argument_group("run")
+    add_config_flags(run)
     run.add_argument("--init", help="start from a pretrained student checkpoint (experiments.pretrain)")
     out = p.add_argument_group("outputs")
     out.add_argument("--out", help="output folder (default runs/<stream>-<time>)")

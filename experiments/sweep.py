@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from experiments.stream import add_config_flags
+
 SUMMARY_KEYS = (
     "miou", "frames", "teacher_frames", "teacher_fraction", "updates",
     "speedup_cost_model", "speedup_flops", "wall_s",
@@ -58,23 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--lvs", help="LVS root folder holding stream folders")
     src.add_argument("--store", help="a precomputed label store")
     src.add_argument("--cache-dir", default="label_stores", help="where precomputed label stores go")
-    run = p.add_argument_group("base configuration (as in experiments.stream)")
-    run.add_argument("--config", help="JSON run config (as written by experiments.stream)")
-    run.add_argument("--frames", type=int, help="frames to process (0 = whole stream)")
-    run.add_argument("--height", type=int)
-    run.add_argument("--width", type=int)
-    run.add_argument("--a-thr", type=float)
-    run.add_argument("--delta-min", type=int)
-    run.add_argument("--delta-max", type=int)
-    run.add_argument("--u-max", type=int)
-    run.add_argument("--optimizer", choices=["sgd", "adam"])
-    run.add_argument("--lr", type=float)
-    run.add_argument("--momentum", type=float)
-    run.add_argument("--schedule")
-    run.add_argument("--fg-weight", type=float)
-    run.add_argument("--chunk-size", type=int)
-    run.add_argument("--seed", type=int)
-    run.add_argument("--set", action="append", default=[], metavar="PATH=VALUE")
+    add_config_flags(p.add_argument_group("base configuration (as in experiments.stream)"))
     out = p.add_argument_group("outputs")
     out.add_argument("--out", help="output folder (default runs/sweep-<time>)")
     out.add_argument("--no-flops", action="store_true", help="skip the FLOPs speedup (saves two compiles)")

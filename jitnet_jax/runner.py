@@ -80,6 +80,44 @@ def concat_per_frame(parts: list[dict[str, np.ndarray]], num_classes: int) -> di
     return {k: np.concatenate([p[k] for p in parts]) for k in PER_FRAME_KEYS}
 
 
+class PerFrameBuffer:
+    """Per-frame stats appended chunk by chunk into arrays that grow by doubling.
+
+    ``view()`` returns the rows so far as numpy views (no copy), so handing "the stats so far" to a
+    callback after every chunk costs O(1) instead of re-concatenating the whole stream each time.
+    A view stays correct after later appends (rows are never rewritten), but does not grow.
+    """
+
+    def __init__(self, num_classes: int, initial: dict[str, np.ndarray] | None = None) -> None:
+        self._data = empty_per_frame(num_classes)
+        self._n = 0
+        if initial is not None and len(initial["frame"]):
+            self.append(initial)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def append(self, rows: dict[str, np.ndarray]) -> None:
+        k = len(rows["frame"])
+        need = self._n + k
+        cap = len(self._data["frame"])
+        if need > cap:
+            new_cap = max(need, 2 * cap, 256)
+            grown = {}
+            for key, arr in self._data.items():
+                buf = np.zeros((new_cap, *arr.shape[1:]), arr.dtype)
+                buf[: self._n] = arr[: self._n]
+                grown[key] = buf
+            self._data = grown
+        for key in PER_FRAME_KEYS:
+            self._data[key][self._n: need] = rows[key]
+        self._n = need
+
+    def view(self) -> dict[str, np.ndarray]:
+        """The rows so far (views into the buffer)."""
+        return {k: v[: self._n] for k, v in self._data.items()}
+
+
 def confusion_from_per_frame(per_frame: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stream totals (tp, fp, fn), each int64 [C]."""
     return per_frame["tp"].sum(0), per_frame["fp"].sum(0), per_frame["fn"].sum(0)
@@ -134,9 +172,9 @@ def run_stream(
             raise ValueError("run_stream needs a PRNG key for a fresh student")
         state = new_state(cfg, key, (info.height, info.width))
     start = int(state.cursor)
-    parts = [per_frame] if per_frame is not None and len(per_frame["frame"]) else []
-    if parts and int(parts[0]["frame"][-1]) + 1 != start:
-        raise ValueError(f"per-frame stats end at frame {int(parts[0]['frame'][-1])}, state is at {start}")
+    if per_frame is not None and len(per_frame["frame"]) and int(per_frame["frame"][-1]) + 1 != start:
+        raise ValueError(f"per-frame stats end at frame {int(per_frame['frame'][-1])}, state is at {start}")
+    rows_so_far = PerFrameBuffer(info.num_classes, per_frame)
     knobs = Knobs.from_config(cfg)
     t_chunk = cfg.chunk_size
     h, w = info.height, info.width
@@ -156,13 +194,8 @@ def run_stream(
 
         bar = tqdm(total=total, initial=start, unit="frame", desc=info.name, dynamic_ncols=True)
     wall = 0.0
-    tp_sum = np.zeros(info.num_classes, np.int64)
-    fp_sum = np.zeros_like(tp_sum)
-    fn_sum = np.zeros_like(tp_sum)
-    for part in parts:
-        tp_sum += part["tp"].sum(0)
-        fp_sum += part["fp"].sum(0)
-        fn_sum += part["fn"].sum(0)
+    tp_sum, fp_sum, fn_sum = confusion_from_per_frame(rows_so_far.view())
+    teach = int(rows_so_far.view()["teacher"].sum())
     try:
         for chunk in prefetch(limit_chunks(source, t_chunk, total, start), prefetch_depth):
             t1 = time.perf_counter()
@@ -170,26 +203,26 @@ def run_stream(
             stats = jax.device_get(stats)  # the one host sync per chunk
             wall += time.perf_counter() - t1
             rows = chunk_per_frame(chunk, stats)
-            parts.append(rows)
+            rows_so_far.append(rows)
             tp_sum += rows["tp"].sum(0)
             fp_sum += rows["fp"].sum(0)
             fn_sum += rows["fn"].sum(0)
+            teach += int(rows["teacher"].sum())
             if bar is not None:
                 n_done = int(rows["frame"][-1]) + 1
-                teach = sum(int(p["teacher"].sum()) for p in parts)
                 miou = iou_from_counts(tp_sum, fp_sum, fn_sum)["miou"]
                 bar.update(len(rows["frame"]))
                 bar.set_postfix(
                     mIoU=f"{miou:.3f}", delta=int(rows["delta"][-1]), teacher=f"{100 * teach / n_done:.1f}%"
                 )
             if on_chunk is not None:
-                on_chunk(state, chunk, stats, concat_per_frame(parts, info.num_classes))
+                on_chunk(state, chunk, stats, rows_so_far.view())
             if should_stop is not None and should_stop():
                 break
     finally:
         if bar is not None:
             bar.close()
-    pf = concat_per_frame(parts, info.num_classes)
+    pf = {k: v.copy() for k, v in rows_so_far.view().items()}
     return StreamResult(state, pf, wall, compile_s)
 
 
