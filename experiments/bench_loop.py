@@ -4,7 +4,7 @@
 
 For one stream and config, in one invocation, it prints:
   * compiled: wall time of ``run_stream`` (compiled chunks; compilation excluded);
-  * reference: wall time of the per-frame Python loop (``jitnet_jax.reference``);
+  * reference: wall time of the per-frame Python loop (``jitnet_jax.online.reference``);
   * limit: the same number of predictions (non-teacher frames) and updates (plus accuracy-check passes)
     the run used, each timed in isolation as back-to-back jitted calls;
   * the ratios compiled/limit (1.0 = no loop overhead) and reference/compiled.
@@ -20,11 +20,11 @@ import jax
 import numpy as np
 
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
-from jitnet_jax.online import Knobs, OnlineConfig, effective_weight
-from jitnet_jax.reference import run_reference
-from jitnet_jax.runner import run_stream
-from jitnet_jax.synthetic import SyntheticStream
-from jitnet_jax.train import apply_grads, init_state, loss_and_grads, predict
+from jitnet_jax.data.synthetic import SyntheticStream
+from jitnet_jax.online.engine import Knobs, OnlineConfig, effective_weight
+from jitnet_jax.online.reference import run_reference
+from jitnet_jax.online.runner import run_stream
+from jitnet_jax.student.step import apply_grads, init_state, loss_and_grads, predict
 
 
 def compute_limit(cfg: OnlineConfig, shape: tuple[int, int], n_pred: int, n_upd: int, n_check: int,

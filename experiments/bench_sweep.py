@@ -4,7 +4,7 @@
     python -m experiments.bench_sweep --frames 300 --height 90 --width 160 --modes gated,map,naive
 
 The K configurations are a grid over lr x a_thr x schedule (2 x 2 x 2 for K=8; larger K adds seeds). The
-sequential baseline runs each configuration with ``jitnet_jax.runner.run_stream`` -- the engine of
+sequential baseline runs each configuration with ``jitnet_jax.online.runner.run_stream`` -- the engine of
 ``experiments.stream`` -- one after the other in this process, each compiling its own program as a
 separate ``experiments.stream`` invocation would. Prints wall time end to end (compile included) and
 compute only, for each sweep mode and for the sequential runs, and the ratios.
@@ -22,10 +22,10 @@ from typing import Any
 import jax
 
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
-from jitnet_jax.online import OnlineConfig
-from jitnet_jax.runner import run_stream
-from jitnet_jax.sweep import Member, run_sweep
-from jitnet_jax.synthetic import SyntheticStream
+from jitnet_jax.data.synthetic import SyntheticStream
+from jitnet_jax.online.engine import OnlineConfig
+from jitnet_jax.online.runner import run_stream
+from jitnet_jax.sweep.core import Member, run_sweep
 
 
 def bench_members(base: OnlineConfig, k: int) -> list[Member]:

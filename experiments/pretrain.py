@@ -36,12 +36,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from jitnet_jax.baselines import limited_chunks, train_offline
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
-from jitnet_jax.pretrained import save_student
-from jitnet_jax.store_source import StoreSource
-from jitnet_jax.train import StudentState, init_state
-from jitnet_jax.types import IGNORE_LABEL
+from jitnet_jax.data.store_source import StoreSource
+from jitnet_jax.data.types import IGNORE_LABEL
+from jitnet_jax.eval.baselines import limited_chunks, train_offline
+from jitnet_jax.student.pretrained import save_student
+from jitnet_jax.student.step import StudentState, init_state
 
 Examples = tuple[np.ndarray, np.ndarray, np.ndarray]  # frames uint8 [K,H,W,3], labels uint8 [K,H,W], weights
 

@@ -14,9 +14,9 @@ import jax
 import numpy as np
 
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
-from jitnet_jax.flops import student_flops
-from jitnet_jax.model import count_params
-from jitnet_jax.train import init_state, jit_predict, jit_train_step
+from jitnet_jax.eval.flops import student_flops
+from jitnet_jax.model.jitnet import count_params
+from jitnet_jax.student.step import init_state, jit_predict, jit_train_step
 
 
 def _median_ms(fn, repeats: int) -> float:

@@ -27,10 +27,10 @@ import jax
 import numpy as np
 
 from jitnet_jax.config import SCHEDULES, ModelConfig, OptimConfig, StudentConfig, from_dict, override, to_dict
-from jitnet_jax.costs import CostModel
-from jitnet_jax.online import OnlineConfig
-from jitnet_jax.runner import StreamResult, run_stream, summarize
-from jitnet_jax.types import StreamSource
+from jitnet_jax.data.types import StreamSource
+from jitnet_jax.eval.costs import CostModel
+from jitnet_jax.online.engine import OnlineConfig
+from jitnet_jax.online.runner import StreamResult, run_stream, summarize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,11 +144,11 @@ def open_source(args: argparse.Namespace, cfg: RunConfig) -> StreamSource:
     if sum(x is not None for x in (args.lvs, args.store, args.video)) > 1:
         raise ValueError("give at most one of --lvs, --store, --video")
     if args.store:
-        from jitnet_jax.store_source import StoreSource
+        from jitnet_jax.data.store_source import StoreSource
 
         return StoreSource(args.store)
     if args.lvs or args.video:
-        from jitnet_jax.store_source import StoreSource
+        from jitnet_jax.data.store_source import StoreSource
         from teacher.precompute import ensure_store
 
         if args.lvs:
@@ -166,7 +166,7 @@ def open_source(args: argparse.Namespace, cfg: RunConfig) -> StreamSource:
         return StoreSource(store)
     if args.stream != "synthetic":
         raise ValueError(f"--stream {args.stream}: a named stream needs --lvs DIR (or use --store/--video)")
-    from jitnet_jax.synthetic import SyntheticStream
+    from jitnet_jax.data.synthetic import SyntheticStream
 
     return SyntheticStream(num_frames=cfg.frames or 1500, height=cfg.height, width=cfg.width, seed=cfg.seed)
 
@@ -238,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, out: Path) -> int:
-    from jitnet_jax.flops import student_flops
-    from jitnet_jax.runner import new_state
+    from jitnet_jax.eval.flops import student_flops
+    from jitnet_jax.online.runner import new_state
 
     info = source.info
     if out.exists() and (out / "summary.json").exists() and not args.resume:
@@ -250,7 +250,7 @@ def _run(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, out: Pa
     key = jax.random.key(cfg.seed)
     state = new_state(cfg.online, key, (info.height, info.width))
     if args.init:
-        from jitnet_jax.pretrained import load_student
+        from jitnet_jax.student.pretrained import load_student
 
         params, stats = load_student(args.init, cfg.online.student.model)
         state = state.replace(student=state.student.replace(params=params, batch_stats=stats))
@@ -259,7 +259,7 @@ def _run(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, out: Pa
     ckpt = None
     stop = {"flag": False}
     if args.checkpoint_every or args.resume:
-        from jitnet_jax.checkpoint import StreamCheckpointer
+        from jitnet_jax.online.checkpoint import StreamCheckpointer
 
         fingerprint = {"model": to_dict(cfg.online.student.model), "height": info.height,
                        "width": info.width, "stream": info.name, "class_names": list(info.class_names)}

@@ -15,7 +15,7 @@ or extend the ``--grid`` flags.
 Outputs in ``--out``: ``sweep.json`` (base config, members, one summary per member), ``sweep.csv`` (one row
 per configuration with the summary keys of ``experiments.stream``) and ``pareto.png`` (mIoU against teacher
 %, Pareto front highlighted). ``--mode gated|naive|map`` picks the compiled form (default gated; see
-``jitnet_jax.sweep``); ``--devices N`` shards the configuration axis over N devices; ``--slice auto``
+``jitnet_jax.sweep.core``); ``--devices N`` shards the configuration axis over N devices; ``--slice auto``
 runs this host's slice of the grid (``jax.process_index()`` of ``jax.process_count()``, multi-host).
 """
 
@@ -105,14 +105,14 @@ def write_outputs(
 ) -> None:
     """``sweep.json``, ``sweep.csv`` and ``pareto.png`` (atomic writes)."""
     from jitnet_jax.config import to_dict
-    from jitnet_jax.sweep import pareto_front
+    from jitnet_jax.sweep.core import Member, pareto_front
 
     front = set(pareto_front(rows))
     for i, r in enumerate(rows):
         r["pareto"] = i in front
     doc = {"base": to_dict(base_cfg), "class_names": list(class_names), **extra, "members": rows}
     _atomic_write(out / "sweep.json", json.dumps(doc, indent=2, default=float))
-    member_keys = [f.name for f in dataclasses.fields(__import__("jitnet_jax.sweep").sweep.Member)]
+    member_keys = [f.name for f in dataclasses.fields(Member)]
     cols = ["member", *member_keys, *[k for k in SUMMARY_KEYS if k in rows[0]]]
     cols += [f"iou_{c}" for c in class_names] + ["pareto", "sweep_wall_s"]
     buf = io.StringIO()
@@ -132,7 +132,7 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jitnet_jax.sweep import pareto_front
+    from jitnet_jax.sweep.core import pareto_front
 
     x = [100 * r["teacher_fraction"] for r in rows]
     y = [r["miou"] for r in rows]
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     from experiments.stream import make_config
-    from jitnet_jax.sweep import make_grid, parse_grid
+    from jitnet_jax.sweep.core import make_grid, parse_grid
 
     cfg = make_config(args)
     axes: dict[str, list[Any]] = {}
@@ -195,7 +195,7 @@ def _main(args: argparse.Namespace) -> int:
     members = make_grid(online, axes, seed=cfg.seed)
     sl = parse_slice(args.slice)
     if sl is not None:
-        from jitnet_jax.sharding import host_slice
+        from jitnet_jax.online.sharding import host_slice
 
         members = host_slice(members, *sl)
         if not members:
@@ -208,7 +208,7 @@ def run_and_write(
 ) -> int:
     import jax
 
-    from jitnet_jax.sweep import run_sweep, summarize_sweep
+    from jitnet_jax.sweep.core import run_sweep, summarize_sweep
 
     info = sources[0].info
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -219,7 +219,7 @@ def run_and_write(
     out.mkdir(parents=True, exist_ok=True)
     mesh, n_real = None, len(members)
     if args.devices > 1:
-        from jitnet_jax.sharding import member_mesh, pad_members
+        from jitnet_jax.online.sharding import member_mesh, pad_members
 
         # With --slice (one slice per host) each host shards its slice over its own devices only.
         devices = jax.local_devices() if sl is not None else jax.devices()
@@ -250,7 +250,7 @@ def run_and_write(
         result.state = jax.tree_util.tree_map(lambda x: x[:n_real], result.state)
     gflops = None
     if not args.no_flops:
-        from jitnet_jax.flops import student_flops
+        from jitnet_jax.eval.flops import student_flops
 
         gflops = {
             k.replace("_flops", "_gflops"): v / 1e9

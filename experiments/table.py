@@ -18,7 +18,7 @@ frames, the cost-model speedup over running the teacher on every frame (paper co
 student inference 7 ms, update 30 ms; 0 student cost for label hold, the measured flow time for flow) and
 the fraction of frames the teacher ran on. ``table.json`` also holds the measured speedup (this CPU's
 wall time of the method against ``--teacher-ms`` per teacher frame), class IoUs, updates and the
-temporal stability (flip rate on static pixels, ``jitnet_jax.baselines``) of the teacher and every method.
+temporal stability (flip rate on static pixels, ``jitnet_jax.eval.baselines``) of the teacher and every method.
 
 Overall row: mIoU and flip rate are unweighted means over streams; speedup and teacher % are computed from
 frame / teacher-frame / update totals over all streams.
@@ -47,7 +47,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jitnet_jax.baselines import (
+from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig, override, to_dict
+from jitnet_jax.data.label_store import atomic_write_bytes
+from jitnet_jax.data.store_source import StoreSource
+from jitnet_jax.eval.baselines import (
     StabilityMeter,
     fixed_stride_config,
     oracle_examples,
@@ -57,14 +60,11 @@ from jitnet_jax.baselines import (
     teacher_stability,
     train_offline,
 )
-from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig, override, to_dict
-from jitnet_jax.costs import CostModel, cost_model_speedup
-from jitnet_jax.label_store import atomic_write_bytes
-from jitnet_jax.online import OnlineConfig, init_online_state
-from jitnet_jax.pretrained import load_student, read_meta, save_student
-from jitnet_jax.runner import run_stream
-from jitnet_jax.store_source import StoreSource
-from jitnet_jax.train import StudentState, init_state
+from jitnet_jax.eval.costs import CostModel, cost_model_speedup
+from jitnet_jax.online.engine import OnlineConfig, init_online_state
+from jitnet_jax.online.runner import run_stream
+from jitnet_jax.student.pretrained import load_student, read_meta, save_student
+from jitnet_jax.student.step import StudentState, init_state
 
 ONLINE_THRESHOLDS = (0.7, 0.8, 0.9)
 STRIDES = (8, 16)

@@ -16,7 +16,7 @@ from types import TracebackType
 
 import numpy as np
 
-from jitnet_jax.types import IGNORE_LABEL
+from jitnet_jax.data.types import IGNORE_LABEL
 
 # Fixed palette: id 0 (background) near-black, then well-separated saturated colours.
 PALETTE = np.array(

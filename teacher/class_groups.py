@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jitnet_jax.label_store import DataError
+from jitnet_jax.data.label_store import DataError
 
 #: COCO-80 names; contiguous id ``i + 1`` is ``COCO_CLASSES[i]`` (1 = person, 3 = car, 8 = truck).
 COCO_CLASSES: tuple[str, ...] = (

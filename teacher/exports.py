@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from jitnet_jax.label_store import DataError
+from jitnet_jax.data.label_store import DataError
 from teacher.rasterize import Instances, check_instances
 from teacher.safe_pickle import load_npy, safe_unpickle
 

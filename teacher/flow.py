@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from jitnet_jax.baselines import (
+from jitnet_jax.data.types import IGNORE_LABEL, StreamSource
+from jitnet_jax.eval.baselines import (
     ChunkCallback,
     MethodRun,
     concat_rows,
@@ -22,7 +23,6 @@ from jitnet_jax.baselines import (
     limited_chunks,
     per_frame_rows,
 )
-from jitnet_jax.types import IGNORE_LABEL, StreamSource
 
 #: Farneback parameters (OpenCV's documented example values): pyr_scale, levels, winsize, iterations,
 #: poly_n, poly_sigma, flags.
@@ -77,7 +77,7 @@ def run_flow_propagation(
 ) -> MethodRun:
     """Teacher on frames ``0, delta, 2 delta, ...``, its label warped forward by dense flow in between.
 
-    Returns a :class:`~jitnet_jax.baselines.MethodRun` whose ``wall_s`` is the flow time and whose
+    Returns a :class:`~jitnet_jax.eval.baselines.MethodRun` whose ``wall_s`` is the flow time and whose
     ``extra["flow_ms_per_frame"]`` is the mean cost of one propagated frame.
     """
     if delta < 1:

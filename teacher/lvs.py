@@ -19,8 +19,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from jitnet_jax.label_store import DataError
-from jitnet_jax.video import count_frames, probe
+from jitnet_jax.data.label_store import DataError
+from jitnet_jax.data.video import count_frames, probe
 from teacher.rasterize import Instances, check_instances
 from teacher.safe_pickle import load_npy
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jitnet_jax.label_store import DataError, LabelStoreWriter, StoreHeader, store_is_complete
-from jitnet_jax.video import count_frames, probe, read_videos
+from jitnet_jax.data.label_store import DataError, LabelStoreWriter, StoreHeader, store_is_complete
+from jitnet_jax.data.video import count_frames, probe, read_videos
 from teacher.class_groups import (
     STREAM_GROUPS,
     ClassGroups,

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jitnet_jax.label_store import DataError
+from jitnet_jax.data.label_store import DataError
 
 
 class Instances(NamedTuple):

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from jitnet_jax.label_store import DataError
+from jitnet_jax.data.label_store import DataError
 
 #: (module, name) pairs an LVS teacher pickle may reference. ``numpy.core`` is the numpy<2 spelling.
 ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from jitnet_jax.video import read_videos
+from jitnet_jax.data.video import read_videos
 from teacher.class_groups import coco_to_label, stream_groups
 from teacher.lvs import iter_detections, open_stream
 from teacher.rasterize import rasterize

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from jitnet_jax.label_store import DataError
-from jitnet_jax.video import read_video
+from jitnet_jax.data.label_store import DataError
+from jitnet_jax.data.video import read_video
 from teacher.class_groups import COCO_ID, coco_to_label, parse_groups
 from teacher.rasterize import rasterize
 

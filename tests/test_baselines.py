@@ -6,7 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from jitnet_jax.baselines import (
+from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
+from jitnet_jax.data.synthetic import SyntheticStream
+from jitnet_jax.data.types import IGNORE_LABEL
+from jitnet_jax.eval.baselines import (
     StabilityMeter,
     confusion_np,
     fixed_stride_config,
@@ -18,12 +21,9 @@ from jitnet_jax.baselines import (
     teacher_stability,
     train_offline,
 )
-from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
-from jitnet_jax.metrics import stream_iou
-from jitnet_jax.online import OnlineConfig
-from jitnet_jax.synthetic import SyntheticStream
-from jitnet_jax.train import init_state, jit_predict
-from jitnet_jax.types import IGNORE_LABEL
+from jitnet_jax.online.engine import OnlineConfig
+from jitnet_jax.student.metrics import stream_iou
+from jitnet_jax.student.step import init_state, jit_predict
 
 H, W = 32, 48
 CFG = StudentConfig(model=ModelConfig(num_classes=4, width_multiplier=0.25), optim=OptimConfig("adam", lr=1e-3))

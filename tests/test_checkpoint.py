@@ -12,17 +12,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jitnet_jax.checkpoint import (
+from jitnet_jax.config import ModelConfig, StudentConfig
+from jitnet_jax.data.types import Chunk, StreamInfo
+from jitnet_jax.online.checkpoint import (
     GracefulStop,
     Interrupted,
     StreamCheckpointer,
     check_fingerprint,
     make_fingerprint,
 )
-from jitnet_jax.config import ModelConfig, StudentConfig
-from jitnet_jax.online import OnlineConfig
-from jitnet_jax.runner import empty_per_frame, new_state
-from jitnet_jax.types import Chunk, StreamInfo
+from jitnet_jax.online.engine import OnlineConfig
+from jitnet_jax.online.runner import empty_per_frame, new_state
 
 H, W, C = 16, 24, 4
 INFO = StreamInfo("synthetic", 100, H, W, 30.0, ("background", "a", "b", "c"), "exact")

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jitnet_jax.conv import conv2d, same_padding
+from jitnet_jax.model.conv import conv2d, same_padding
 
 DN = ("NHWC", "HWIO", "NHWC")
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from jitnet_jax.label_store import (
+from jitnet_jax.data.label_store import (
     DataError,
     LabelStore,
     LabelStoreWriter,

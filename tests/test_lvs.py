@@ -8,7 +8,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from jitnet_jax.label_store import DataError
+from jitnet_jax.data.label_store import DataError
 from teacher.lvs import TEACHER_PREFIX, find_chunks, iter_detections, load_detections, open_stream
 
 

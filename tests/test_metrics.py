@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from jitnet_jax.metrics import class_iou, confusion_matrix, smoothed_min_iou, stream_iou
+from jitnet_jax.student.metrics import class_iou, confusion_matrix, smoothed_min_iou, stream_iou
 
 
 def np_confusion(label: np.ndarray, pred: np.ndarray, c: int) -> np.ndarray:

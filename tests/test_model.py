@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 
 from jitnet_jax.config import ModelConfig
-from jitnet_jax.model import JITNet, count_params, init_variables, min_decoder_filters, param_shapes
+from jitnet_jax.model.jitnet import JITNet, count_params, init_variables, min_decoder_filters, param_shapes
 
 
 def _params(cfg: ModelConfig, hw: tuple[int, int] = (64, 96)) -> dict:

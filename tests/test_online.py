@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
-from jitnet_jax.online import Knobs, OnlineConfig, next_delta
-from jitnet_jax.reference import run_reference
-from jitnet_jax.runner import run_stream, summarize
-from jitnet_jax.synthetic import SyntheticStream
-from jitnet_jax.types import Chunk
+from jitnet_jax.data.synthetic import SyntheticStream
+from jitnet_jax.data.types import Chunk
+from jitnet_jax.online.engine import Knobs, OnlineConfig, next_delta
+from jitnet_jax.online.reference import run_reference
+from jitnet_jax.online.runner import run_stream, summarize
 
 CFG = OnlineConfig(
     student=StudentConfig(model=ModelConfig(num_classes=4), optim=OptimConfig(name="sgd", lr=0.01)),
@@ -52,7 +52,7 @@ def test_compiled_loop_matches_python_reference(stream, compiled_run) -> None:
     # later, the control accuracy (a min over classes, dominated by the smallest class) can move by a
     # lot when a few pixels flip, but every pass/fail decision must agree
     np.testing.assert_array_equal(got["acc"][t] > CFG.a_thr, ref["acc"][t] > CFG.a_thr)
-    from jitnet_jax.metrics import iou_from_counts
+    from jitnet_jax.student.metrics import iou_from_counts
 
     m_got = iou_from_counts(got["tp"].sum(0), got["fp"].sum(0), got["fn"].sum(0))["miou"]
     m_ref = iou_from_counts(ref["tp"].sum(0), ref["fp"].sum(0), ref["fn"].sum(0))["miou"]

@@ -10,7 +10,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from jitnet_jax.label_store import LabelStore, LabelStoreWriter, chunk_file_name, store_is_complete
+from jitnet_jax.data.label_store import LabelStore, LabelStoreWriter, chunk_file_name, store_is_complete
 from teacher import precompute
 from teacher.class_groups import coco_to_label, stream_groups
 from teacher.exports import COCO90_IDS

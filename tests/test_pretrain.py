@@ -10,9 +10,9 @@ import pytest
 
 from experiments import pretrain as pt
 from jitnet_jax.config import ModelConfig
-from jitnet_jax.label_store import LabelStoreWriter, StoreHeader
-from jitnet_jax.pretrained import load_student, read_meta
-from jitnet_jax.types import IGNORE_LABEL
+from jitnet_jax.data.label_store import LabelStoreWriter, StoreHeader
+from jitnet_jax.data.types import IGNORE_LABEL
+from jitnet_jax.student.pretrained import load_student, read_meta
 
 TRAFFIC = ("background", "person", "car_bus_truck", "bicycle_motorcycle")
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from jitnet_jax.config import ModelConfig, StudentConfig
-from jitnet_jax.online import OnlineConfig
-from jitnet_jax.pretrained import CheckpointMismatch, load_student, read_meta, save_student
-from jitnet_jax.runner import new_state
-from jitnet_jax.train import init_state
+from jitnet_jax.online.engine import OnlineConfig
+from jitnet_jax.online.runner import new_state
+from jitnet_jax.student.pretrained import CheckpointMismatch, load_student, read_meta, save_student
+from jitnet_jax.student.step import init_state
 
 MODEL = ModelConfig(num_classes=3, width_multiplier=0.25)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jitnet_jax.label_store import DataError
+from jitnet_jax.data.label_store import DataError
 from teacher.class_groups import COCO_ID, coco_to_label, parse_groups
 from teacher.rasterize import Instances, check_instances, rasterize
 

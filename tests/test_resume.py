@@ -31,7 +31,7 @@ DRIVER = r"""
 import inspect, os, sys, time
 mode, marker = os.environ["RESUME_TEST_MODE"], os.environ["RESUME_TEST_MARKER"]
 if mode == "slow":  # a pause after every chunk, so the test can kill between chunks
-    from jitnet_jax import checkpoint as ck
+    from jitnet_jax.online import checkpoint as ck
     orig = ck.StreamCheckpointer.on_chunk
     def on_chunk(self, *a, **k):
         r = orig(self, *a, **k)
@@ -113,8 +113,8 @@ def _summary(out: Path) -> dict:
 def _final_state(out: Path):
     """The final checkpoint (the CLI saves one at the end) restored into this run's state template."""
     from experiments.stream import build_parser, make_config
-    from jitnet_jax.checkpoint import StreamCheckpointer
-    from jitnet_jax.runner import new_state
+    from jitnet_jax.online.checkpoint import StreamCheckpointer
+    from jitnet_jax.online.runner import new_state
 
     cfg = make_config(build_parser().parse_args(FLAGS))
     probe = StreamCheckpointer(out / "checkpoints", {}, every_frames=0)
@@ -166,7 +166,7 @@ def test_sigkill_then_resume_matches_uninterrupted(reference, tmp_path):
 
 
 def test_kill_during_save_keeps_previous_checkpoint(reference, tmp_path):
-    from jitnet_jax.checkpoint import StreamCheckpointer
+    from jitnet_jax.online.checkpoint import StreamCheckpointer
 
     out, marker = tmp_path / "killed_in_save", tmp_path / "saving"
     proc = _start(out, "hang_in_save", marker)

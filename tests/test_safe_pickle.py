@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from jitnet_jax.label_store import DataError
+from jitnet_jax.data.label_store import DataError
 from teacher.safe_pickle import UnsafePickleError, load_npy, safe_unpickle
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jitnet_jax.sharding import host_slice, pad_members
+from jitnet_jax.online.sharding import host_slice, pad_members
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,10 +17,10 @@ SCRIPT = r"""
 import dataclasses, jax, numpy as np
 assert jax.device_count() == 4, jax.devices()
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
-from jitnet_jax.online import OnlineConfig
-from jitnet_jax.sharding import member_mesh, MEMBER_AXIS
-from jitnet_jax.sweep import Member, run_sweep, member_state, stream_miou
-from jitnet_jax.synthetic import SyntheticStream
+from jitnet_jax.online.engine import OnlineConfig
+from jitnet_jax.online.sharding import member_mesh, MEMBER_AXIS
+from jitnet_jax.sweep.core import Member, run_sweep, member_state, stream_miou
+from jitnet_jax.data.synthetic import SyntheticStream
 
 base = OnlineConfig(student=StudentConfig(model=ModelConfig(num_classes=4), optim=OptimConfig(name="sgd")),
                     chunk_size=4, u_max=2, delta_min=2, delta_max=4)

@@ -6,10 +6,10 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from jitnet_jax.label_store import LabelStoreWriter, StoreHeader
-from jitnet_jax.store_source import StoreSource
-from jitnet_jax.types import IGNORE_LABEL
-from jitnet_jax.video import VideoError
+from jitnet_jax.data.label_store import LabelStoreWriter, StoreHeader
+from jitnet_jax.data.store_source import StoreSource
+from jitnet_jax.data.types import IGNORE_LABEL
+from jitnet_jax.data.video import VideoError
 
 H, W = 24, 32  # store resolution (videos are 48x64)
 

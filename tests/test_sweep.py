@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
-from jitnet_jax.online import OnlineConfig
-from jitnet_jax.runner import run_stream
-from jitnet_jax.sweep import (
+from jitnet_jax.data.synthetic import SyntheticStream
+from jitnet_jax.online.engine import OnlineConfig
+from jitnet_jax.online.runner import run_stream
+from jitnet_jax.sweep.core import (
     Member,
     check_memory,
     make_grid,
@@ -23,7 +24,6 @@ from jitnet_jax.sweep import (
     stream_miou,
     sweep_chunk,
 )
-from jitnet_jax.synthetic import SyntheticStream
 
 H, W, N = 24, 32, 10
 BASE = OnlineConfig(
@@ -97,7 +97,7 @@ def test_vmapped_sweep_matches_separate_runs(source, separate):
 
 def _scan_body_primitives(mode: str) -> tuple[set[str], set[str]]:
     """Primitive names at the top level of the chunk's scan body, and inside its conds."""
-    from jitnet_jax.sweep import init_sweep_state
+    from jitnet_jax.sweep.core import init_sweep_state
 
     mp = member_params(MEMBERS)
     state = jax.eval_shape(lambda: init_sweep_state(BASE, MEMBERS, (H, W)))

@@ -8,8 +8,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from jitnet_jax.synthetic import CLASS_NAMES, SyntheticStream
-from jitnet_jax.types import IGNORE_LABEL, StreamSource
+from jitnet_jax.data.synthetic import CLASS_NAMES, SyntheticStream
+from jitnet_jax.data.types import IGNORE_LABEL, StreamSource
 
 H, W = 72, 128  # small frames keep the tests fast; the generator is size-agnostic
 

@@ -44,7 +44,7 @@ def test_build_and_read_without_tensorflow(shared_data, tmp_path):
 
 
 def test_manual_dir_missing_stream(tmp_path):
-    from jitnet_jax.label_store import DataError
+    from jitnet_jax.data.label_store import DataError
     from teacher.tfds_lvs import LvsStreamConfig, LvsStreams
 
     builder = LvsStreams(

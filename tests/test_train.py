@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig, override
-from jitnet_jax.losses import weighted_cross_entropy
-from jitnet_jax.optim import decay_mask
-from jitnet_jax.train import (
+from jitnet_jax.student.losses import weighted_cross_entropy
+from jitnet_jax.student.optim import decay_mask
+from jitnet_jax.student.step import (
     init_state,
     jit_predict,
     jit_train_step,

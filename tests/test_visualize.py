@@ -17,7 +17,7 @@ from experiments.visualize import (
     windowed_miou,
     write_side_by_side,
 )
-from jitnet_jax.types import IGNORE_LABEL
+from jitnet_jax.data.types import IGNORE_LABEL
 
 
 def test_colorize_shapes_and_palette():

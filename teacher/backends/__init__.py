@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from jitnet_jax.label_store import DataError
+from jitnet_jax.data.label_store import DataError
 from teacher.rasterize import Instances
 
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jitnet_jax.config import StudentConfig
-from jitnet_jax.train import StudentState, init_state, predict_logits, train_step
+from jitnet_jax.student.step import StudentState, init_state, predict_logits, train_step
 
 
 def _flops(lowered: Any) -> float:

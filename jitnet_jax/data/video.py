@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jitnet_jax.label_store import DataError
+from jitnet_jax.data.label_store import DataError
 
 
 class VideoError(DataError):

@@ -1,6 +1,6 @@
 """Host side of the online loop: feed a stream source chunk by chunk to the compiled ``run_chunk``.
 
-Chunks are decoded in a background thread (:func:`~jitnet_jax.prefetch.prefetch`) while the device
+Chunks are decoded in a background thread (:func:`~jitnet_jax.data.prefetch.prefetch`) while the device
 works on the previous one; per-frame statistics come back to the host once per chunk.
 """
 
@@ -14,12 +14,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from jitnet_jax.costs import CostModel, cost_model_speedup, flops_speedup
-from jitnet_jax.metrics import iou_from_counts
-from jitnet_jax.online import Knobs, OnlineConfig, OnlineState, init_online_state, make_run_chunk
-from jitnet_jax.prefetch import prefetch
-from jitnet_jax.train import init_state
-from jitnet_jax.types import Chunk, StreamSource
+from jitnet_jax.data.prefetch import prefetch
+from jitnet_jax.data.types import Chunk, StreamSource
+from jitnet_jax.eval.costs import CostModel, cost_model_speedup, flops_speedup
+from jitnet_jax.online.engine import Knobs, OnlineConfig, OnlineState, init_online_state, make_run_chunk
+from jitnet_jax.student.metrics import iou_from_counts
+from jitnet_jax.student.step import init_state
 
 PER_FRAME_KEYS = ("frame", "teacher", "updates", "delta", "acc", "tp", "fp", "fn")
 
@@ -146,7 +146,7 @@ def run_stream(
     """Run online distillation over ``source``.
 
     Args:
-      source: a :class:`~jitnet_jax.types.StreamSource`.
+      source: a :class:`~jitnet_jax.data.types.StreamSource`.
       cfg: online settings (validated here).
       key: PRNG key for a fresh student (ignored when ``state`` is given).
       state: resume from this state; the stream restarts at ``state.cursor``.

@@ -1,11 +1,11 @@
-"""A :class:`~jitnet_jax.types.StreamSource` backed by a label store plus the stream's video files.
+"""A :class:`~jitnet_jax.data.types.StreamSource` backed by a label store plus the stream's video files.
 
-Frames are decoded lazily (``jitnet_jax.video``, resized to the store's resolution by ffmpeg) and paired with
+Frames are decoded lazily (``jitnet_jax.data.video``, resized to the store's resolution by ffmpeg) and paired with
 the store's labels and weights by frame index. Memory does not depend on the stream length: one decoder
 process, one chunk of frames and a small LRU of label chunks.
 
 Alignment is checked, never assumed: the store records each video's decoded frame count, and a video that
-yields fewer or more frames raises :class:`~jitnet_jax.video.VideoError` naming the file and the frame.
+yields fewer or more frames raises :class:`~jitnet_jax.data.video.VideoError` naming the file and the frame.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jitnet_jax.label_store import DataError, LabelStore
-from jitnet_jax.types import Chunk, StreamInfo, pad_chunk
-from jitnet_jax.video import VideoError, read_videos
+from jitnet_jax.data.label_store import DataError, LabelStore
+from jitnet_jax.data.types import Chunk, StreamInfo, pad_chunk
+from jitnet_jax.data.video import VideoError, read_videos
 
 
 class StoreSource:

@@ -2,7 +2,7 @@
 
 A checkpoint holds everything needed to continue a run exactly where it stopped:
 
-* ``state``: the whole :class:`~jitnet_jax.online.OnlineState` (student params, batch stats, optimiser
+* ``state``: the whole :class:`~jitnet_jax.online.engine.OnlineState` (student params, batch stats, optimiser
   state incl. injected hyperparameters and schedule counts, PRNG key, step; controller ``delta`` and
   ``next_teacher``; stream ``cursor``; ``teacher_frames``/``updates`` counters);
 * ``per_frame``: the per-frame stats of every frame before the cursor (the accumulated confusion counts
@@ -131,9 +131,9 @@ def make_fingerprint(cfg: Any, info: Any = None, **extra: Any) -> dict[str, Any]
     stream's ``stream.name``/``stream.height``/``stream.width``/``stream.class_names``.
 
     Args:
-      cfg: an :class:`~jitnet_jax.online.OnlineConfig` (``chunk_size`` is left out: it does not change
+      cfg: an :class:`~jitnet_jax.online.engine.OnlineConfig` (``chunk_size`` is left out: it does not change
         results) or a :class:`~jitnet_jax.config.StudentConfig`.
-      info: the source's :class:`~jitnet_jax.types.StreamInfo` (optional).
+      info: the source's :class:`~jitnet_jax.data.types.StreamInfo` (optional).
       extra: more ``name=value`` fields (e.g. ``seed=0``).
     """
     flat: dict[str, Any] = {}
@@ -276,7 +276,7 @@ class StreamCheckpointer:
         """Save now (forced; e.g. at the end of the run or after an interrupt).
 
         Args:
-          state: the :class:`~jitnet_jax.online.OnlineState` (device arrays; copied to host first).
+          state: the :class:`~jitnet_jax.online.engine.OnlineState` (device arrays; copied to host first).
           per_frame: per-frame stats of frames ``0 .. cursor-1`` (runner's per-frame dict).
         Returns:
           True if a checkpoint was written; False when one for this cursor already exists or no frame

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from jitnet_jax.types import IGNORE_LABEL, StreamInfo
+from jitnet_jax.data.types import IGNORE_LABEL, StreamInfo
 
 FORMAT_NAME = "jitnet-label-store"
 FORMAT_VERSION = 1

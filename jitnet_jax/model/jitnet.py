@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jitnet_jax.config import ModelConfig
-from jitnet_jax.conv import conv2d, same_padding
-from jitnet_jax.resize import resize_bilinear
+from jitnet_jax.model.conv import conv2d, same_padding
+from jitnet_jax.model.resize import resize_bilinear
 
 _KERNEL_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
 
@@ -59,7 +59,7 @@ def use_matmul_backward(mode: str) -> bool:
 
 class Conv(nn.Module):
     """``nn.Conv`` (same parameter names and init) whose backward pass can be computed with matmuls
-    (:mod:`jitnet_jax.conv`), which keeps training fast inside ``lax.scan``/``while_loop`` on CPU.
+    (:mod:`jitnet_jax.model.conv`), which keeps training fast inside ``lax.scan``/``while_loop`` on CPU.
 
     Input float ``[N, H, W, Ci]`` -> ``[N, Ho, Wo, features]``.
     """

@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from jitnet_jax.config import StudentConfig
-from jitnet_jax.metrics import confusion_matrix
-from jitnet_jax.train import StudentState, apply_grads, loss_and_grads, predict
+from jitnet_jax.student.metrics import confusion_matrix
+from jitnet_jax.student.step import StudentState, apply_grads, loss_and_grads, predict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +151,7 @@ def teacher_updates(
       frame: uint8 ``[H, W, 3]``; label: int ``[H, W]``; weight: float32 ``[H, W]`` (already effective).
       active: bool scalar; when False no pass runs (used to mask idle members under ``vmap``).
       apply: ``(student, grads, new_batch_stats) -> student``; default
-        :func:`~jitnet_jax.train.apply_grads` with ``cfg`` (a sweep passes a per-member optimiser).
+        :func:`~jitnet_jax.student.step.apply_grads` with ``cfg`` (a sweep passes a per-member optimiser).
     Returns:
       ``(student, pred int32 [H, W], updates int32, acc float32)`` where ``pred`` and ``acc`` are from
       the last forward pass (before the last update).

@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import optax
 
 from jitnet_jax.config import StudentConfig
-from jitnet_jax.losses import weighted_cross_entropy
-from jitnet_jax.metrics import confusion_matrix, smoothed_min_iou
-from jitnet_jax.model import JITNet, init_variables
-from jitnet_jax.optim import make_optimizer
+from jitnet_jax.model.jitnet import JITNet, init_variables
+from jitnet_jax.student.losses import weighted_cross_entropy
+from jitnet_jax.student.metrics import confusion_matrix, smoothed_min_iou
+from jitnet_jax.student.optim import make_optimizer
 
 
 @flax.struct.dataclass

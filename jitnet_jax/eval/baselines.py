@@ -1,6 +1,6 @@
 """Baselines of the paper's evaluation and the temporal-stability metric.
 
-Every baseline produces the same per-frame statistics as the online engine (``jitnet_jax.runner``:
+Every baseline produces the same per-frame statistics as the online engine (``jitnet_jax.online.runner``:
 ``frame``, ``teacher``, ``updates``, ``delta``, ``acc``, ``tp``/``fp``/``fn`` ``[N, C]``), so the table
 scores all of them with the same stream-level foreground mIoU and the same cost model.
 
@@ -33,12 +33,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jitnet_jax.config import StudentConfig
-from jitnet_jax.costs import CostModel, cost_model_speedup
-from jitnet_jax.metrics import confusion_matrix, iou_from_counts
-from jitnet_jax.online import Knobs, OnlineConfig, effective_weight
-from jitnet_jax.runner import limit_chunks
-from jitnet_jax.train import StudentState, apply_model, jit_train_step
-from jitnet_jax.types import IGNORE_LABEL, Chunk, StreamSource
+from jitnet_jax.data.types import IGNORE_LABEL, Chunk, StreamSource
+from jitnet_jax.eval.costs import CostModel, cost_model_speedup
+from jitnet_jax.online.engine import Knobs, OnlineConfig, effective_weight
+from jitnet_jax.online.runner import limit_chunks
+from jitnet_jax.student.metrics import confusion_matrix, iou_from_counts
+from jitnet_jax.student.step import StudentState, apply_model, jit_train_step
 
 DEFAULT_STATIC_THRESHOLD = 8
 

@@ -28,7 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jitnet_jax.config import ModelConfig, from_dict, to_dict
-from jitnet_jax.model import init_variables
+from jitnet_jax.model.jitnet import init_variables
 
 FORMAT_NAME = "jitnet-student"
 FORMAT_VERSION = 1

@@ -2,7 +2,7 @@
 
 Every decision (teacher frame? accuracy above threshold? next stride?) is made on the host, one frame
 at a time, with the same jitted single-frame functions the compiled loop is built from. It is slow by
-design (a host sync per pass) and exists to check :mod:`jitnet_jax.online` and to benchmark it.
+design (a host sync per pass) and exists to check :mod:`jitnet_jax.online.engine` and to benchmark it.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jitnet_jax.metrics import confusion_matrix
-from jitnet_jax.online import Knobs, OnlineConfig, effective_weight
-from jitnet_jax.runner import PER_FRAME_KEYS
-from jitnet_jax.train import StudentState, apply_grads, init_state, loss_and_grads, predict
-from jitnet_jax.types import StreamSource
+from jitnet_jax.data.types import StreamSource
+from jitnet_jax.online.engine import Knobs, OnlineConfig, effective_weight
+from jitnet_jax.online.runner import PER_FRAME_KEYS
+from jitnet_jax.student.metrics import confusion_matrix
+from jitnet_jax.student.step import StudentState, apply_grads, init_state, loss_and_grads, predict
 
 
 def run_reference(
@@ -31,7 +31,7 @@ def run_reference(
 
     Returns:
       ``(student_state, per_frame, wall_s)`` with the same per-frame keys as
-      :func:`jitnet_jax.runner.run_stream` and ``wall_s`` excluding the first-call compilations.
+      :func:`jitnet_jax.online.runner.run_stream` and ``wall_s`` excluding the first-call compilations.
     """
     cfg.validate()
     scfg = cfg.student

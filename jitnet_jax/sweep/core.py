@@ -18,7 +18,7 @@ others are masked through ``active``) and the loop runs ``max_k(updates_k)`` ite
 the five :data:`~jitnet_jax.config.SCHEDULES` (shared shape parameters from the base config:
 ``decay_steps``, ``warmup_steps``, ``alpha``, ...), evaluated inside the optimiser's injected schedule,
 so the optimiser state has exactly the structure of a single-configuration run and each member's
-result equals a separate :func:`~jitnet_jax.runner.run_stream` of it (tested).
+result equals a separate :func:`~jitnet_jax.online.runner.run_stream` of it (tested).
 
 **Exactness and speed.** ``mode="map"`` runs the members one after the other (``lax.map``) inside the
 same program and is bit-identical to separate runs. The vmapped modes batch the members' convolutions,
@@ -49,19 +49,26 @@ import numpy as np
 import optax
 
 from jitnet_jax.config import SCHEDULES, OptimConfig, StudentConfig
-from jitnet_jax.metrics import confusion_matrix, iou_from_counts
-from jitnet_jax.online import Knobs, OnlineConfig, OnlineState, effective_weight, next_delta, teacher_updates
-from jitnet_jax.optim import decay_mask, make_schedule
-from jitnet_jax.prefetch import prefetch
-from jitnet_jax.runner import (
+from jitnet_jax.data.prefetch import prefetch
+from jitnet_jax.data.types import Chunk, StreamSource, pad_chunk
+from jitnet_jax.online.engine import (
+    Knobs,
+    OnlineConfig,
+    OnlineState,
+    effective_weight,
+    next_delta,
+    teacher_updates,
+)
+from jitnet_jax.online.runner import (
     StreamResult,
     chunk_per_frame,
     concat_per_frame,
     new_state,
     summarize,
 )
-from jitnet_jax.train import StudentState, loss_and_grads, predict
-from jitnet_jax.types import Chunk, StreamSource, pad_chunk
+from jitnet_jax.student.metrics import confusion_matrix, iou_from_counts
+from jitnet_jax.student.optim import decay_mask, make_schedule
+from jitnet_jax.student.step import StudentState, loss_and_grads, predict
 
 # Sweepable fields: short name -> path in OnlineConfig (the single-run equivalent of a member).
 SWEEP_FIELDS: dict[str, str] = {
@@ -232,7 +239,7 @@ def member_state(states: OnlineState, k: int) -> OnlineState:
 
 
 def _traced_schedule(optim: OptimConfig, name: str, peak: jnp.ndarray) -> optax.Schedule:
-    """:func:`~jitnet_jax.optim.make_schedule` of kind ``name`` with a traced peak lr (same arithmetic)."""
+    """:func:`~jitnet_jax.student.optim.make_schedule` of kind ``name`` with a traced peak lr (same arithmetic)."""
     if name != "warmup_cosine":
         return make_schedule(dataclasses.replace(optim, schedule=name, lr=peak))
     # optax.warmup_cosine_decay_schedule tests ``peak == 0`` in Python; the rest is the same formula.
@@ -250,7 +257,7 @@ def _traced_schedule(optim: OptimConfig, name: str, peak: jnp.ndarray) -> optax.
 def member_lr(optim: OptimConfig, kind: jnp.ndarray, peak: jnp.ndarray, count: jnp.ndarray) -> jnp.ndarray:
     """float32 lr of schedule ``SCHEDULES[kind]`` peaking at ``peak`` after ``count`` updates.
 
-    The branches are exactly :func:`~jitnet_jax.optim.make_schedule` with a traced peak lr; under
+    The branches are exactly :func:`~jitnet_jax.student.optim.make_schedule` with a traced peak lr; under
     ``vmap`` the switch becomes a select over five scalar schedules.
     """
     branches = [_traced_schedule(optim, name, peak) for name in SCHEDULES]
@@ -260,7 +267,7 @@ def member_lr(optim: OptimConfig, kind: jnp.ndarray, peak: jnp.ndarray, count: j
 def member_optimizer(
     optim: OptimConfig, kind: jnp.ndarray, peak: jnp.ndarray
 ) -> optax.GradientTransformation:
-    """:func:`~jitnet_jax.optim.make_optimizer` with a per-member (traced) schedule; same state
+    """:func:`~jitnet_jax.student.optim.make_optimizer` with a per-member (traced) schedule; same state
     structure, so it updates a state made by ``init_state``. Momentum comes from the state."""
     schedule = lambda c: member_lr(optim, kind, peak, c)  # noqa: E731
     if optim.name == "sgd":
@@ -293,7 +300,7 @@ def member_teacher_updates(
     weight: jnp.ndarray,
     active: jnp.ndarray,
 ) -> tuple[StudentState, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-    """:func:`~jitnet_jax.online.teacher_updates` for one member with its own lr schedule (same loop,
+    """:func:`~jitnet_jax.online.engine.teacher_updates` for one member with its own lr schedule (same loop,
     same stopping rule). ``active=False`` runs no pass. Returns ``(student, pred, updates, acc)``."""
     return teacher_updates(
         cfg, mp.knobs, student, frame, label, weight, active,
@@ -455,7 +462,7 @@ def make_sweep_chunk(cfg: StudentConfig, mode: str = "gated", mesh: Any = None) 
         return jax.jit(fn, donate_argnums=1)
     from jax.sharding import PartitionSpec as P
 
-    from jitnet_jax.sharding import MEMBER_AXIS, member_sharding, replicated_sharding
+    from jitnet_jax.online.sharding import MEMBER_AXIS, member_sharding, replicated_sharding
 
     if mode == "map":
         fn = jax.shard_map(
@@ -589,7 +596,7 @@ class SweepResult:
     memory: MemoryEstimate
 
     def member_result(self, k: int) -> StreamResult:
-        """Member ``k`` as a :class:`~jitnet_jax.runner.StreamResult` (``wall_s``/``compile_s`` are the
+        """Member ``k`` as a :class:`~jitnet_jax.online.runner.StreamResult` (``wall_s``/``compile_s`` are the
         sweep's divided by K: the amortised cost of one configuration)."""
         n = len(self.members)
         return StreamResult(
@@ -645,7 +652,7 @@ def run_sweep(
       mode: ``"gated"`` (vmap, any-teacher gating outside the vmap; default), ``"naive"`` (plain vmap
         of the per-frame cond) or ``"map"`` (``lax.map`` over members; see :func:`sweep_frame_step`).
       mesh: optional ``jax.sharding.Mesh`` with a ``"members"`` axis: the member axis is sharded over
-        its devices (see :mod:`jitnet_jax.sharding`); K must be a multiple of its size.
+        its devices (see :mod:`jitnet_jax.online.sharding`); K must be a multiple of its size.
       memory_budget: bytes for :func:`check_memory` (default 80% of the available memory).
     """
     base.validate()
@@ -676,7 +683,7 @@ def run_sweep(
     state = init_sweep_state(base, members, (h, w))
     put_members = put_shared = lambda x: x  # noqa: E731
     if mesh is not None:
-        from jitnet_jax.sharding import replicate, shard_members
+        from jitnet_jax.online.sharding import replicate, shard_members
 
         if k_members % mesh.devices.size:
             raise ValueError(
@@ -693,7 +700,7 @@ def run_sweep(
         jax.ShapeDtypeStruct((s_n, t_chunk), np.bool_),
     )
     if mesh is not None:
-        from jitnet_jax.sharding import replicated_sharding
+        from jitnet_jax.online.sharding import replicated_sharding
 
         rs = replicated_sharding(mesh)
         abstract = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rs) for a in abstract)
@@ -747,7 +754,7 @@ def summarize_sweep(
     class_names: tuple[str, ...],
     gflops: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per member: the member's fields plus :func:`~jitnet_jax.runner.summarize` of its run
+    """One row per member: the member's fields plus :func:`~jitnet_jax.online.runner.summarize` of its run
     (``wall_s`` is the amortised share; ``sweep_wall_s`` the whole sweep's)."""
     rows = []
     for k, m in enumerate(result.members):

@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from jitnet_jax.types import Chunk, StreamInfo, pad_chunk
+from jitnet_jax.data.types import Chunk, StreamInfo, pad_chunk
 
 CLASS_NAMES = ("background", "disc", "car", "walker")
 DISC, CAR, WALKER = 1, 2, 3
@@ -125,7 +125,7 @@ class _Segment:
 
 
 class SyntheticStream:
-    """Deterministic, lazily generated synthetic stream implementing :class:`~jitnet_jax.types.StreamSource`.
+    """Deterministic, lazily generated synthetic stream implementing :class:`~jitnet_jax.data.types.StreamSource`.
 
     Args:
       num_frames: stream length.

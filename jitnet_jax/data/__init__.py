@@ -1,0 +1,1 @@
+"""Where frames and labels come from: stream types, label stores, video decode, the synthetic stream."""

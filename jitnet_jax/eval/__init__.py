@@ -1,0 +1,1 @@
+"""How a run is judged: baselines, cost model, FLOPs."""

@@ -1,0 +1,1 @@
+"""One student, one step: pure train/predict steps, optimiser, loss, metrics, pretrained checkpoints."""

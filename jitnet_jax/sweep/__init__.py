@@ -1,0 +1,1 @@
+"""Many members over the engine's step: vmapped/mapped hyperparameter sweeps."""
