@@ -27,8 +27,9 @@ from jitnet_jax.online.runner import run_stream
 from jitnet_jax.student.step import apply_grads, init_state, loss_and_grads, predict
 
 
-def compute_limit(cfg: OnlineConfig, shape: tuple[int, int], n_pred: int, n_upd: int, n_check: int,
-                  seed: int = 0) -> float:
+def compute_limit(
+    cfg: OnlineConfig, shape: tuple[int, int], n_pred: int, n_upd: int, n_check: int, seed: int = 0
+) -> float:
     """Seconds for ``n_pred`` predictions, ``n_upd`` fused forward/backward+update steps and ``n_check``
     forward/backward passes without an update, as back-to-back jitted calls (compile excluded)."""
     scfg = cfg.student
@@ -72,10 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = OnlineConfig(
         student=StudentConfig(model=ModelConfig(num_classes=4), optim=OptimConfig(name="adam", lr=1e-3)),
-        a_thr=args.a_thr, chunk_size=args.chunk_size,
+        a_thr=args.a_thr,
+        chunk_size=args.chunk_size,
     )
     src = SyntheticStream(num_frames=args.frames, height=args.height, width=args.width, seed=args.seed)
-    print(f"stream: synthetic {args.frames} frames at {args.height}x{args.width}, backend {jax.default_backend()}")
+    print(
+        f"stream: synthetic {args.frames} frames at {args.height}x{args.width}, backend {jax.default_backend()}"
+    )
     res = run_stream(src, cfg, jax.random.key(args.seed), progress=False)
     pf = res.per_frame
     n = len(pf["frame"])
@@ -85,12 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     _, ref_pf, ref_wall = run_reference(src, cfg, jax.random.key(args.seed))
     limit = compute_limit(cfg, (args.height, args.width), n - teacher, updates, checks, args.seed)
     same = bool(np.array_equal(pf["updates"], ref_pf["updates"]))
-    print(f"frames {n}, teacher frames {teacher}, updates {updates}, passing checks {checks}, "
-          f"reference took the same decisions: {same}")
-    print(f"{'compiled loop':<16}{res.wall_s:8.2f} s  ({1e3 * res.wall_s / n:.1f} ms/frame; compile "
-          f"{res.compile_s:.1f} s not included)")
+    print(
+        f"frames {n}, teacher frames {teacher}, updates {updates}, passing checks {checks}, "
+        f"reference took the same decisions: {same}"
+    )
+    print(
+        f"{'compiled loop':<16}{res.wall_s:8.2f} s  ({1e3 * res.wall_s / n:.1f} ms/frame; compile "
+        f"{res.compile_s:.1f} s not included)"
+    )
     print(f"{'reference loop':<16}{ref_wall:8.2f} s  ({1e3 * ref_wall / n:.1f} ms/frame)")
-    print(f"{'compute limit':<16}{limit:8.2f} s  ({n - teacher} predictions + {updates} updates + {checks} checks)")
+    print(
+        f"{'compute limit':<16}{limit:8.2f} s  ({n - teacher} predictions + {updates} updates + {checks} checks)"
+    )
     print(f"compiled / limit      = {res.wall_s / limit:.2f}")
     print(f"reference / compiled  = {ref_wall / res.wall_s:.2f}")
     return 0

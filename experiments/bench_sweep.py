@@ -39,8 +39,11 @@ def bench_members(base: OnlineConfig, k: int) -> list[Member]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_sweep", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.bench_sweep",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--k", type=int, default=8, help="configurations")
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--height", type=int, default=48)
@@ -53,12 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     base = OnlineConfig(
         student=StudentConfig(model=ModelConfig(num_classes=4), optim=OptimConfig(name="sgd", lr=0.01)),
-        chunk_size=args.chunk_size, u_max=args.u_max, delta_min=4, delta_max=32,
-    )  # fmt: skip
+        chunk_size=args.chunk_size,
+        u_max=args.u_max,
+        delta_min=4,
+        delta_max=32,
+    )
     source = SyntheticStream(args.frames, args.height, args.width, seed=0)
     members = bench_members(base, args.k)
-    print(f"{args.k} configurations, {args.frames} frames at {args.height}x{args.width}, "
-          f"chunk {args.chunk_size}, u_max {args.u_max}, {jax.device_count()} device(s) [{jax.default_backend()}]")  # fmt: skip
+    print(
+        f"{args.k} configurations, {args.frames} frames at {args.height}x{args.width}, "
+        f"chunk {args.chunk_size}, u_max {args.u_max}, {jax.device_count()} device(s) [{jax.default_backend()}]"
+    )
     results: dict[str, Any] = {"k": args.k, "frames": args.frames, "height": args.height, "width": args.width}
     teacher = None
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
@@ -68,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         frac = sum(int(pf["teacher"].sum()) for pf in res.per_frame) / (args.k * args.frames)
         teacher = teacher or frac
         results[f"sweep_{mode}"] = {"total_s": total, "compute_s": res.wall_s, "compile_s": res.compile_s}
-        print(f"sweep ({mode:>5}): {total:7.1f}s total = {res.compile_s:6.1f}s compile + {res.wall_s:6.1f}s compute"
-              f"   ({1e3 * res.wall_s / args.frames:.0f} ms/frame for all {args.k}; teacher {100 * frac:.0f}%)")  # fmt: skip
+        print(
+            f"sweep ({mode:>5}): {total:7.1f}s total = {res.compile_s:6.1f}s compile + {res.wall_s:6.1f}s compute"
+            f"   ({1e3 * res.wall_s / args.frames:.0f} ms/frame for all {args.k}; teacher {100 * frac:.0f}%)"
+        )
     if not args.no_sequential:
         total = compute = compile_s = 0.0
         for m in members:
@@ -85,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes.split(","):
             s = results.get(f"sweep_{mode.strip()}")
             if s:
-                print(f"ratio sequential/sweep({mode.strip()}): {total / s['total_s']:.2f}x end to end, "
-                      f"{compute / s['compute_s']:.2f}x compute only")  # fmt: skip
+                print(
+                    f"ratio sequential/sweep({mode.strip()}): {total / s['total_s']:.2f}x end to end, "
+                    f"{compute / s['compute_s']:.2f}x compute only"
+                )
     if "sweep_naive" in results and "sweep_gated" in results:
         print(
             f"gated vs naive vmap (compute): {results['sweep_naive']['compute_s'] / results['sweep_gated']['compute_s']:.2f}x"

@@ -87,7 +87,9 @@ def store_examples(
         if shape is None:
             shape = (src.info.height, src.info.width)
         elif (src.info.height, src.info.width) != shape:
-            raise ValueError(f"{d}: store is {src.info.height}x{src.info.width}, others are {shape[0]}x{shape[1]}")
+            raise ValueError(
+                f"{d}: store is {src.info.height}x{src.info.width}, others are {shape[0]}x{shape[1]}"
+            )
         lut = class_map(src.info.class_names, target_names)
         n0 = len(fs)
         for chunk in limited_chunks(src, 64, max_frames):
@@ -97,8 +99,10 @@ def store_examples(
                     ys.append(lut[chunk.labels[j]])
                     ws.append(chunk.weights[j])
         if progress:
-            print(f"pretrain: {len(fs) - n0} examples from {src.info.name} {list(src.info.class_names)}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"pretrain: {len(fs) - n0} examples from {src.info.name} {list(src.info.class_names)}",
+                file=sys.stderr,
+            )
     if not fs:
         raise ValueError("no pretraining examples (no stores given, or every stream excluded)")
     return np.stack(fs), np.stack(ys), np.stack(ws).astype(np.float32)
@@ -111,8 +115,13 @@ def _resize_nearest(x: np.ndarray, height: int, width: int) -> np.ndarray:
     return x[rows][:, cols]
 
 
-def panoptic_to_semantic(panoptic_image: np.ndarray, segment_ids: np.ndarray, segment_labels: np.ndarray,
-                         label_names: Sequence[str], lut_names: np.ndarray) -> np.ndarray:  # fmt: skip
+def panoptic_to_semantic(
+    panoptic_image: np.ndarray,
+    segment_ids: np.ndarray,
+    segment_labels: np.ndarray,
+    label_names: Sequence[str],
+    lut_names: np.ndarray,
+) -> np.ndarray:
     """COCO panoptic PNG (``id = R + 256 G + 256^2 B``) to target labels (uint8 ``[h, w]``).
 
     ``segment_labels`` index ``label_names``; ``lut_names[k]`` is the target id of ``label_names[k]``.
@@ -170,7 +179,9 @@ def tfds_examples(
             raise ValueError(f"tfds {name}[{k}]: image must be [h, w, 3], got shape {image.shape}")
         if panoptic:
             objs = ex["panoptic_objects"]
-            label = panoptic_to_semantic(np.asarray(ex["panoptic_image"]), objs["id"], objs["label"], names, lut_names)
+            label = panoptic_to_semantic(
+                np.asarray(ex["panoptic_image"]), objs["id"], objs["label"], names, lut_names
+            )
         else:
             raw = np.asarray(ex[label_key])
             label = lut[np.clip(raw.reshape(raw.shape[:2]), 0, 255).astype(np.uint8)]
@@ -195,8 +206,17 @@ def pretrain(
     frames, labels, weights = examples
     init_key, shuffle_key = jax.random.split(key)
     state = init_state(init_key, cfg, frames.shape[1:3])
-    return train_offline(cfg, state, frames, labels, weights, epochs=epochs, key=shuffle_key,
-                         progress=progress, desc="pretrain")  # fmt: skip
+    return train_offline(
+        cfg,
+        state,
+        frames,
+        labels,
+        weights,
+        epochs=epochs,
+        key=shuffle_key,
+        progress=progress,
+        desc="pretrain",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,13 +261,30 @@ def target_classes(args: argparse.Namespace) -> tuple[str, ...]:
     raise ValueError("give --classes, or --lvs with --exclude STREAM (its class groups are the target)")
 
 
-def lvs_store_dirs(lvs: Path, streams: Sequence[str], height: int, width: int, max_frames: int | None,
-                   cache_dir: Path, progress: bool) -> list[Path]:  # fmt: skip
+def lvs_store_dirs(
+    lvs: Path,
+    streams: Sequence[str],
+    height: int,
+    width: int,
+    max_frames: int | None,
+    cache_dir: Path,
+    progress: bool,
+) -> list[Path]:
     """Complete label stores of ``streams`` (precomputed if missing)."""
     from teacher.precompute import ensure_store
 
-    return [ensure_store(lvs=lvs, stream=s, height=height, width=width, max_frames=max_frames,
-                         cache_dir=cache_dir, progress=progress) for s in streams]  # fmt: skip
+    return [
+        ensure_store(
+            lvs=lvs,
+            stream=s,
+            height=height,
+            width=width,
+            max_frames=max_frames,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+        for s in streams
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -263,24 +300,40 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             streams = args.streams or sorted(load_streams_json(args.lvs / "streams.json"))
             streams = [s for s in streams if s != args.exclude]
-            dirs = lvs_store_dirs(args.lvs, streams, args.height, args.width, args.max_frames, args.cache_dir,
-                                  progress)  # fmt: skip
+            dirs = lvs_store_dirs(
+                args.lvs, streams, args.height, args.width, args.max_frames, args.cache_dir, progress
+            )
             examples = store_examples(dirs, names, args.every, args.max_frames, progress)
             info: dict[str, Any] = {"source": "lvs", "streams": streams, "excluded": args.exclude}
         else:
             label_names = args.label_names.split(",") if args.label_names else None
-            examples = tfds_examples(args.tfds, names, args.height, args.width, split=args.tfds_split,
-                                     data_dir=args.tfds_data_dir, max_examples=args.max_examples,
-                                     image_key=args.image_key, label_key=args.label_key,
-                                     label_names=label_names)  # fmt: skip
+            examples = tfds_examples(
+                args.tfds,
+                names,
+                args.height,
+                args.width,
+                split=args.tfds_split,
+                data_dir=args.tfds_data_dir,
+                max_examples=args.max_examples,
+                image_key=args.image_key,
+                label_key=args.label_key,
+                label_names=label_names,
+            )
             info = {"source": "tfds", "dataset": args.tfds, "split": args.tfds_split}
         model = ModelConfig(num_classes=len(names), width_multiplier=args.width_multiplier)
         cfg = StudentConfig(model=model, optim=OptimConfig(name=args.optim, lr=args.lr)).validate()
-        state, losses = pretrain(examples, cfg, epochs=args.epochs, key=jax.random.key(args.seed),
-                                 progress=progress)  # fmt: skip
-        info.update(classes=list(names), examples=len(examples[0]), epochs=args.epochs,
-                    optim=dataclasses.asdict(cfg.optim), losses=losses,
-                    height=args.height, width=args.width)  # fmt: skip
+        state, losses = pretrain(
+            examples, cfg, epochs=args.epochs, key=jax.random.key(args.seed), progress=progress
+        )
+        info.update(
+            classes=list(names),
+            examples=len(examples[0]),
+            epochs=args.epochs,
+            optim=dataclasses.asdict(cfg.optim),
+            losses=losses,
+            height=args.height,
+            width=args.width,
+        )
         out = save_student(args.out, state, model, info=info)
     except (ValueError, OSError) as e:
         print(f"error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)

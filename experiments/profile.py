@@ -1,6 +1,6 @@
 """Profile the student: parameters, forward GFLOPs (XLA cost analysis), predict and train-step latency.
 
-    python -m experiments.profile --height 180 --width 320 --num-classes 4 [--json]
+python -m experiments.profile --height 180 --width 320 --num-classes 4 [--json]
 """
 
 from __future__ import annotations
@@ -91,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"JITNet m={args.width_multiplier} units={args.num_units} classes={args.num_classes} "
-              f"at {args.height}x{args.width} on {out['backend']}")
+        print(
+            f"JITNet m={args.width_multiplier} units={args.num_units} classes={args.num_classes} "
+            f"at {args.height}x{args.width} on {out['backend']}"
+        )
         print(f"  params          {out['params']:,}")
         print(f"  forward GFLOPs  {out['gflops']:.3f}")
         print(f"  predict         {out['infer_ms']:.1f} ms (median)")

@@ -83,13 +83,19 @@ def add_config_flags(run: Any) -> None:
     run.add_argument("--fg-weight", type=float)
     run.add_argument("--chunk-size", type=int)
     run.add_argument("--seed", type=int)
-    run.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                     help="override any config field, e.g. online.student.model.width_multiplier=0.25")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override any config field, e.g. online.student.model.width_multiplier=0.25",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m experiments.stream", description=__doc__,
+        prog="python -m experiments.stream",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_argument_group("stream source (default: the embedded synthetic stream)")
@@ -108,18 +114,29 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--out", help="output folder (default runs/<stream>-<time>)")
     out.add_argument("--no-video", action="store_true", help="don't write video.mp4")
     out.add_argument("--no-progress", action="store_true")
-    out.add_argument("--checkpoint-every", type=int, default=0, help="save an Orbax checkpoint every N frames")
+    out.add_argument(
+        "--checkpoint-every", type=int, default=0, help="save an Orbax checkpoint every N frames"
+    )
     out.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
     out.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     return p
 
 
 _FLAG_FIELDS = {
-    "frames": "frames", "height": "height", "width": "width", "seed": "seed",
-    "a_thr": "online.a_thr", "delta_min": "online.delta_min", "delta_max": "online.delta_max",
-    "u_max": "online.u_max", "fg_weight": "online.fg_weight", "chunk_size": "online.chunk_size",
-    "optimizer": "online.student.optim.name", "lr": "online.student.optim.lr",
-    "momentum": "online.student.optim.momentum", "schedule": "online.student.optim.schedule",
+    "frames": "frames",
+    "height": "height",
+    "width": "width",
+    "seed": "seed",
+    "a_thr": "online.a_thr",
+    "delta_min": "online.delta_min",
+    "delta_max": "online.delta_max",
+    "u_max": "online.u_max",
+    "fg_weight": "online.fg_weight",
+    "chunk_size": "online.chunk_size",
+    "optimizer": "online.student.optim.name",
+    "lr": "online.student.optim.lr",
+    "momentum": "online.student.optim.momentum",
+    "schedule": "online.student.optim.schedule",
 }
 
 
@@ -133,8 +150,11 @@ def make_config(args: argparse.Namespace) -> RunConfig:
             raise ValueError(f"{args.config}: cannot read run config ({e})") from None
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
-    sets = [f"{path}={getattr(args, flag)}" for flag, path in _FLAG_FIELDS.items()
-            if getattr(args, flag, None) is not None]
+    sets = [
+        f"{path}={getattr(args, flag)}"
+        for flag, path in _FLAG_FIELDS.items()
+        if getattr(args, flag, None) is not None
+    ]
     cfg = override(cfg, sets + list(args.set))
     return cfg.validate()
 
@@ -154,15 +174,29 @@ def open_source(args: argparse.Namespace, cfg: RunConfig) -> StreamSource:
         if args.lvs:
             if args.stream == "synthetic":
                 raise ValueError("--lvs needs --stream NAME (e.g. residential_street1)")
-            store = ensure_store(lvs=args.lvs, stream=args.stream, height=cfg.height, width=cfg.width,
-                                 cache_dir=args.cache_dir, progress=not args.no_progress)
+            store = ensure_store(
+                lvs=args.lvs,
+                stream=args.stream,
+                height=cfg.height,
+                width=cfg.width,
+                cache_dir=args.cache_dir,
+                progress=not args.no_progress,
+            )
         else:
             if not args.teacher:
                 raise ValueError("--video needs --teacher yolov8_seg|deeplab")
             stream = None if args.stream == "synthetic" else args.stream
-            store = ensure_store(video=args.video, teacher=args.teacher, model=args.model, stream=stream,
-                                 groups=args.groups, height=cfg.height, width=cfg.width,
-                                 cache_dir=args.cache_dir, progress=not args.no_progress)
+            store = ensure_store(
+                video=args.video,
+                teacher=args.teacher,
+                model=args.model,
+                stream=stream,
+                groups=args.groups,
+                height=cfg.height,
+                width=cfg.width,
+                cache_dir=args.cache_dir,
+                progress=not args.no_progress,
+            )
         return StoreSource(store)
     if args.stream != "synthetic":
         raise ValueError(f"--stream {args.stream}: a named stream needs --lvs DIR (or use --store/--video)")
@@ -183,9 +217,13 @@ def write_per_frame_csv(path: Path, per_frame: dict[str, np.ndarray], class_name
     header = cols + [f"{k}_{c}" for c in class_names for k in ("tp", "fp", "fn")]
     lines = [",".join(header)]
     for i in range(len(per_frame["frame"])):
-        row = [str(int(per_frame["frame"][i])), str(int(per_frame["teacher"][i])),
-               str(int(per_frame["updates"][i])), str(int(per_frame["delta"][i])),
-               f"{float(per_frame['acc'][i]):.5f}"]
+        row = [
+            str(int(per_frame["frame"][i])),
+            str(int(per_frame["teacher"][i])),
+            str(int(per_frame["updates"][i])),
+            str(int(per_frame["delta"][i])),
+            f"{float(per_frame['acc'][i]):.5f}",
+        ]
         for j in range(len(class_names)):
             row += [str(int(per_frame[k][i, j])) for k in ("tp", "fp", "fn")]
         lines.append(",".join(row))
@@ -207,8 +245,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if "speedup_flops" in summary:
         lines.append(f"{'speedup (FLOPs)':<20}{summary['speedup_flops']:>7.2f}x")
-    lines.append(f"{'student wall time':<20}{summary['wall_s']:>7.1f}s  "
-                 f"({summary['student_ms_per_frame']:.1f} ms/frame, compile {summary['compile_s']:.1f}s)")
+    lines.append(
+        f"{'student wall time':<20}{summary['wall_s']:>7.1f}s  "
+        f"({summary['student_ms_per_frame']:.1f} ms/frame, compile {summary['compile_s']:.1f}s)"
+    )
     return "\n".join(lines)
 
 
@@ -225,8 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     info = source.info
     if info.num_classes != cfg.online.student.model.num_classes:
         model = dataclasses.replace(cfg.online.student.model, num_classes=info.num_classes)
-        cfg = dataclasses.replace(cfg, online=dataclasses.replace(
-            cfg.online, student=dataclasses.replace(cfg.online.student, model=model)))
+        cfg = dataclasses.replace(
+            cfg,
+            online=dataclasses.replace(
+                cfg.online, student=dataclasses.replace(cfg.online.student, model=model)
+            ),
+        )
     if (info.height, info.width) != (cfg.height, cfg.width):
         cfg = dataclasses.replace(cfg, height=info.height, width=info.width)
     out = Path(args.out) if args.out else Path("runs") / f"{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -245,8 +289,10 @@ def _run(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, out: Pa
     if out.exists() and (out / "summary.json").exists() and not args.resume:
         raise ValueError(f"{out} already holds a finished run; pick another --out (nothing was changed)")
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "config.json", json.dumps({**to_dict(cfg), "stream": info.name,
-                                                   "class_names": list(info.class_names)}, indent=2))
+    _atomic_write(
+        out / "config.json",
+        json.dumps({**to_dict(cfg), "stream": info.name, "class_names": list(info.class_names)}, indent=2),
+    )
     key = jax.random.key(cfg.seed)
     state = new_state(cfg.online, key, (info.height, info.width))
     if args.init:
@@ -261,10 +307,16 @@ def _run(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, out: Pa
     if args.checkpoint_every or args.resume:
         from jitnet_jax.online.checkpoint import StreamCheckpointer
 
-        fingerprint = {"model": to_dict(cfg.online.student.model), "height": info.height,
-                       "width": info.width, "stream": info.name, "class_names": list(info.class_names)}
-        ckpt = StreamCheckpointer(out / "checkpoints", fingerprint, every_frames=args.checkpoint_every or 0,
-                                  keep=args.keep)
+        fingerprint = {
+            "model": to_dict(cfg.online.student.model),
+            "height": info.height,
+            "width": info.width,
+            "stream": info.name,
+            "class_names": list(info.class_names),
+        }
+        ckpt = StreamCheckpointer(
+            out / "checkpoints", fingerprint, every_frames=args.checkpoint_every or 0, keep=args.keep
+        )
         if args.resume:
             restored = ckpt.restore_latest(state)
             if restored is not None:
@@ -295,8 +347,14 @@ def _run(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, out: Pa
     old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         result: StreamResult = run_stream(
-            source, cfg.online, state=state, per_frame=per_frame, max_frames=total,
-            keep_preds=writer is not None, on_chunk=on_chunk, progress=not args.no_progress,
+            source,
+            cfg.online,
+            state=state,
+            per_frame=per_frame,
+            max_frames=total,
+            keep_preds=writer is not None,
+            on_chunk=on_chunk,
+            progress=not args.no_progress,
             should_stop=lambda: stop["flag"],
         )
     finally:
@@ -308,18 +366,26 @@ def _run(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, out: Pa
         ckpt.save(result.state, result.per_frame)
         ckpt.close()
     if stop["flag"]:
-        print(f"interrupted at frame {int(result.state.cursor)}; resume with --resume --out {out}",
-              file=sys.stderr)
+        print(
+            f"interrupted at frame {int(result.state.cursor)}; resume with --resume --out {out}",
+            file=sys.stderr,
+        )
         return 130
-    gflops = {k.replace("_flops", "_gflops"): v / 1e9
-              for k, v in student_flops(cfg.online.student, (info.height, info.width)).items()}
+    gflops = {
+        k.replace("_flops", "_gflops"): v / 1e9
+        for k, v in student_flops(cfg.online.student, (info.height, info.width)).items()
+    }
     summary = summarize(result, cfg.online, info.class_names, cfg.cost, gflops)
     summary["stream"] = info.name
     write_per_frame_csv(out / "per_frame.csv", result.per_frame, info.class_names)
     from experiments.visualize import plot_timeline
 
-    plot_timeline(result.per_frame, out / "timeline.png", title=f"{info.name}: JITNet online, a_thr={cfg.online.a_thr}",
-                  cuts=getattr(source, "cuts", ()) or ())
+    plot_timeline(
+        result.per_frame,
+        out / "timeline.png",
+        title=f"{info.name}: JITNet online, a_thr={cfg.online.a_thr}",
+        cuts=getattr(source, "cuts", ()) or (),
+    )
     _atomic_write(out / "summary.json", json.dumps(summary, indent=2))
     print(format_summary(summary))
     print(f"\noutputs in {out}/")

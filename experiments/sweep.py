@@ -36,9 +36,15 @@ from typing import Any
 from experiments.stream import add_config_flags
 
 SUMMARY_KEYS = (
-    "miou", "frames", "teacher_frames", "teacher_fraction", "updates",
-    "speedup_cost_model", "speedup_flops", "wall_s",
-)  # fmt: skip
+    "miou",
+    "frames",
+    "teacher_frames",
+    "teacher_fraction",
+    "updates",
+    "speedup_cost_model",
+    "speedup_flops",
+    "wall_s",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

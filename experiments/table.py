@@ -87,11 +87,18 @@ class Method:
 def methods(pretrain: bool, flow: bool) -> list[Method]:
     """The table's columns in order."""
     init = "LOO-pretrained" if pretrain else "random init"
-    out = [Method(f"online_a{a}", "online", a_thr=a, pretrained=pretrain, label=f"JITNet {a} ({init})")
-           for a in ONLINE_THRESHOLDS]  # fmt: skip
+    out = [
+        Method(f"online_a{a}", "online", a_thr=a, pretrained=pretrain, label=f"JITNet {a} ({init})")
+        for a in ONLINE_THRESHOLDS
+    ]
     if pretrain:
-        out.append(Method("online_a0.8_random", "online", a_thr=0.8, pretrained=False, label="JITNet 0.8 (random)"))
-    out += [Method(f"fixed_d{d}", "fixed", delta=d, pretrained=pretrain, label=f"fixed stride {d}") for d in STRIDES]
+        out.append(
+            Method("online_a0.8_random", "online", a_thr=0.8, pretrained=False, label="JITNet 0.8 (random)")
+        )
+    out += [
+        Method(f"fixed_d{d}", "fixed", delta=d, pretrained=pretrain, label=f"fixed stride {d}")
+        for d in STRIDES
+    ]
     out.append(Method("no_adapt", "no_adapt", pretrained=pretrain, label=f"no adaptation ({init})"))
     out.append(Method("oracle", "oracle", delta=8, pretrained=False, label="offline oracle"))
     out += [Method(f"hold_d{d}", "hold", delta=d, pretrained=False, label=f"label hold {d}") for d in STRIDES]
@@ -160,9 +167,13 @@ class Settings:
 
     def common_key(self) -> dict[str, Any]:
         return {
-            "height": self.height, "width": self.width, "max_frames": self.max_frames,
-            "online": to_dict(self.online), "seed": self.seed, "stability_threshold": self.stability_threshold,
-        }  # fmt: skip
+            "height": self.height,
+            "width": self.width,
+            "max_frames": self.max_frames,
+            "online": to_dict(self.online),
+            "seed": self.seed,
+            "stability_threshold": self.stability_threshold,
+        }
 
 
 def student_config(s: Settings, num_classes: int) -> StudentConfig:
@@ -173,19 +184,37 @@ def student_config(s: Settings, num_classes: int) -> StudentConfig:
 def store_dir(s: Settings, stream: str) -> Path:
     from teacher.precompute import ensure_store
 
-    return ensure_store(lvs=s.lvs, stream=stream, height=s.height, width=s.width, max_frames=s.max_frames,
-                        cache_dir=s.out / "stores", progress=s.progress)  # fmt: skip
+    return ensure_store(
+        lvs=s.lvs,
+        stream=stream,
+        height=s.height,
+        width=s.width,
+        max_frames=s.max_frames,
+        cache_dir=s.out / "stores",
+        progress=s.progress,
+    )
 
 
-def pretrained_student(s: Settings, stream: str, all_streams: Sequence[str], cfg: StudentConfig,
-                       class_names: tuple[str, ...]) -> tuple[Any, Any]:  # fmt: skip
+def pretrained_student(
+    s: Settings, stream: str, all_streams: Sequence[str], cfg: StudentConfig, class_names: tuple[str, ...]
+) -> tuple[Any, Any]:
     """Leave-one-out pretrained weights for ``stream`` (trained on the other streams; cached)."""
     from experiments.pretrain import pretrain, store_examples
 
     others = [o for o in all_streams if o != stream]
-    key = {"others": others, "classes": list(class_names), "model": to_dict(cfg.model), "optim": to_dict(cfg.optim),
-           "epochs": s.pretrain_epochs, "every": s.pretrain_every, "cap": s.pretrain_max_per_stream,
-           "height": s.height, "width": s.width, "max_frames": s.max_frames, "seed": s.seed}  # fmt: skip
+    key = {
+        "others": others,
+        "classes": list(class_names),
+        "model": to_dict(cfg.model),
+        "optim": to_dict(cfg.optim),
+        "epochs": s.pretrain_epochs,
+        "every": s.pretrain_every,
+        "cap": s.pretrain_max_per_stream,
+        "height": s.height,
+        "width": s.width,
+        "max_frames": s.max_frames,
+        "seed": s.seed,
+    }
     path = s.out / "pretrained" / stream
     if path.is_dir():
         try:
@@ -194,15 +223,24 @@ def pretrained_student(s: Settings, stream: str, all_streams: Sequence[str], cfg
         except ValueError:
             pass
     if not others:
-        raise ValueError(f"leave-one-out pretraining for {stream} needs at least one other stream (--streams)")
+        raise ValueError(
+            f"leave-one-out pretraining for {stream} needs at least one other stream (--streams)"
+        )
     dirs = [store_dir(s, o) for o in others]
     cap = min(s.max_frames or 10**9, s.pretrain_every * s.pretrain_max_per_stream)
     examples = store_examples(dirs, class_names, s.pretrain_every, cap, s.progress)
     t0 = time.perf_counter()
-    state, losses = pretrain(examples, cfg, epochs=s.pretrain_epochs, key=jax.random.key(s.seed + 1000),
-                             progress=s.progress)  # fmt: skip
-    info = {"key": _digest(key), "streams": others, "excluded": stream, "examples": len(examples[0]),
-            "losses": losses, "train_s": time.perf_counter() - t0}  # fmt: skip
+    state, losses = pretrain(
+        examples, cfg, epochs=s.pretrain_epochs, key=jax.random.key(s.seed + 1000), progress=s.progress
+    )
+    info = {
+        "key": _digest(key),
+        "streams": others,
+        "excluded": stream,
+        "examples": len(examples[0]),
+        "losses": losses,
+        "train_s": time.perf_counter() - t0,
+    }
     save_student(path, state, cfg.model, info=info)
     return state.params, state.batch_stats
 
@@ -232,49 +270,99 @@ def run_method(
         if m.kind == "fixed":
             ocfg = fixed_stride_config(ocfg, m.delta, s.fixed_updates)
         state = init_online_state(initial_state(s, cfg, weights if m.pretrained else None), ocfg)
-        res = run_stream(source, ocfg, state=state, max_frames=s.max_frames, keep_preds=True,
-                         on_chunk=lambda st, chunk, stats, pf: on_chunk(chunk, stats["pred"]),
-                         progress=s.progress)  # fmt: skip
+        res = run_stream(
+            source,
+            ocfg,
+            state=state,
+            max_frames=s.max_frames,
+            keep_preds=True,
+            on_chunk=lambda st, chunk, stats, pf: on_chunk(chunk, stats["pred"]),
+            progress=s.progress,
+        )
         pf, wall, compile_s = res.per_frame, res.wall_s, res.compile_s
-        summary = summarize_run(pf, info.class_names, cost=cost, measured_teacher_ms=s.teacher_ms, wall_s=wall)
+        summary = summarize_run(
+            pf, info.class_names, cost=cost, measured_teacher_ms=s.teacher_ms, wall_s=wall
+        )
         passed = int((pf["teacher"] & (pf["acc"] > ocfg.a_thr)).sum())
-        extra.update(passed_teacher_frames=passed, mean_delta=float(pf["delta"].mean()) if len(pf["delta"]) else 0)
+        extra.update(
+            passed_teacher_frames=passed, mean_delta=float(pf["delta"].mean()) if len(pf["delta"]) else 0
+        )
     elif m.kind in ("no_adapt", "oracle"):
         state = initial_state(s, cfg, weights if m.pretrained else None)
         train_s = 0.0
         if m.kind == "oracle":
             frames, labels, wts = oracle_examples(source, s.oracle_every, s.max_frames)
             t0 = time.perf_counter()
-            state, losses = train_offline(cfg, state, frames, labels, wts, epochs=s.oracle_epochs,
-                                          key=jax.random.key(s.seed + 7), fg_weight=s.online.fg_weight,
-                                          bg_weight=s.online.bg_weight, progress=s.progress,
-                                          desc=f"{info.name} oracle")  # fmt: skip
+            state, losses = train_offline(
+                cfg,
+                state,
+                frames,
+                labels,
+                wts,
+                epochs=s.oracle_epochs,
+                key=jax.random.key(s.seed + 7),
+                fg_weight=s.online.fg_weight,
+                bg_weight=s.online.bg_weight,
+                progress=s.progress,
+                desc=f"{info.name} oracle",
+            )
             train_s = time.perf_counter() - t0
             extra.update(train_examples=len(frames), epochs=s.oracle_epochs, losses=losses, train_s=train_s)
-        run = run_fixed_student(source, cfg, state.params, state.batch_stats, chunk_size=s.online.chunk_size,
-                                max_frames=s.max_frames, on_chunk=on_chunk, progress=s.progress)  # fmt: skip
+        run = run_fixed_student(
+            source,
+            cfg,
+            state.params,
+            state.batch_stats,
+            chunk_size=s.online.chunk_size,
+            max_frames=s.max_frames,
+            on_chunk=on_chunk,
+            progress=s.progress,
+        )
         pf, wall, compile_s = run.per_frame, run.wall_s, run.compile_s
-        summary = summarize_run(pf, info.class_names, cost=cost, measured_teacher_ms=s.teacher_ms, wall_s=wall)
+        summary = summarize_run(
+            pf, info.class_names, cost=cost, measured_teacher_ms=s.teacher_ms, wall_s=wall
+        )
         if m.kind == "oracle":
             extra["note"] = "offline training time excluded from the speedup"
     elif m.kind == "hold":
-        run = run_label_hold(source, m.delta, chunk_size=s.online.chunk_size, max_frames=s.max_frames,
-                             on_chunk=on_chunk)  # fmt: skip
+        run = run_label_hold(
+            source, m.delta, chunk_size=s.online.chunk_size, max_frames=s.max_frames, on_chunk=on_chunk
+        )
         pf, wall, compile_s = run.per_frame, 0.0, 0.0
-        summary = summarize_run(pf, info.class_names, cost=cost, student_ms=0.0, measured_teacher_ms=s.teacher_ms)
+        summary = summarize_run(
+            pf, info.class_names, cost=cost, student_ms=0.0, measured_teacher_ms=s.teacher_ms
+        )
     elif m.kind == "flow":
         from teacher.flow import run_flow_propagation
 
-        run = run_flow_propagation(source, m.delta, chunk_size=s.online.chunk_size, max_frames=s.max_frames,
-                                   on_chunk=on_chunk, progress=s.progress)  # fmt: skip
+        run = run_flow_propagation(
+            source,
+            m.delta,
+            chunk_size=s.online.chunk_size,
+            max_frames=s.max_frames,
+            on_chunk=on_chunk,
+            progress=s.progress,
+        )
         pf, wall, compile_s = run.per_frame, run.wall_s, 0.0
         extra.update(run.extra)
-        summary = summarize_run(pf, info.class_names, cost=cost, student_ms=run.extra["flow_ms_per_frame"],
-                                measured_teacher_ms=s.teacher_ms, wall_s=wall)  # fmt: skip
+        summary = summarize_run(
+            pf,
+            info.class_names,
+            cost=cost,
+            student_ms=run.extra["flow_ms_per_frame"],
+            measured_teacher_ms=s.teacher_ms,
+            wall_s=wall,
+        )
     else:
         raise ValueError(f"unknown method kind {m.kind!r}")
     summary["compile_s"] = compile_s
-    return {"method": m.name, "stream": info.name, "summary": summary, "stability": meter.result(), "extra": extra}
+    return {
+        "method": m.name,
+        "stream": info.name,
+        "summary": summary,
+        "stability": meter.result(),
+        "extra": extra,
+    }
 
 
 def method_key(s: Settings, m: Method, stream: str) -> dict[str, Any]:
@@ -298,12 +386,19 @@ def run_table(s: Settings, streams: Sequence[str], ms: Sequence[Method]) -> dict
         source = StoreSource(store_dir(s, stream))
         info = source.info
         cfg = student_config(s, info.num_classes)
-        per: dict[str, Any] = {"class_names": list(info.class_names), "frames": info.num_frames, "methods": {}}
+        per: dict[str, Any] = {
+            "class_names": list(info.class_names),
+            "frames": info.num_frames,
+            "methods": {},
+        }
         tkey = {"teacher_stability": stream, **s.common_key()}
         tpath = s.out / "runs" / stream / "teacher.json"
         cached = load_cached(tpath, tkey)
         if cached is None:
-            cached = {"key": _digest(tkey), "stability": teacher_stability(source, s.max_frames, s.stability_threshold)}
+            cached = {
+                "key": _digest(tkey),
+                "stability": teacher_stability(source, s.max_frames, s.stability_threshold),
+            }
             write_json(tpath, cached)
         per["teacher_stability"] = cached["stability"]
         weights = None
@@ -319,8 +414,11 @@ def run_table(s: Settings, streams: Sequence[str], ms: Sequence[Method]) -> dict
                 cached.update(key=_digest(key), total_s=time.perf_counter() - t0)
                 write_json(path, cached)
                 sm = cached["summary"]  # one line per finished run, also without progress bars
-                print(f"{stream:>20} {m.name:<20} mIoU {sm['miou']:.3f}  speedup {sm['speedup_cost_model']:.1f}x  "
-                      f"teacher {100 * sm['teacher_fraction']:.1f}%  ({cached['total_s']:.0f} s)", file=sys.stderr)  # fmt: skip
+                print(
+                    f"{stream:>20} {m.name:<20} mIoU {sm['miou']:.3f}  speedup {sm['speedup_cost_model']:.1f}x  "
+                    f"teacher {100 * sm['teacher_fraction']:.1f}%  ({cached['total_s']:.0f} s)",
+                    file=sys.stderr,
+                )
             per["methods"][m.name] = cached
         results[stream] = per
     return {"streams": results}
@@ -388,7 +486,10 @@ def stability_rows(results: dict[str, Any], ms: Sequence[Method], ov: dict[str, 
     rows = [["stream", "teacher"] + [m.name for m in ms]]
     for stream, p in results["streams"].items():
         row = [stream, f"{p['teacher_stability']['flip_rate']:.4f}"]
-        row += [f"{p['methods'][m.name]['stability']['flip_rate']:.4f}" if m.name in p["methods"] else "" for m in ms]
+        row += [
+            f"{p['methods'][m.name]['stability']['flip_rate']:.4f}" if m.name in p["methods"] else ""
+            for m in ms
+        ]
         rows.append(row)
     row = ["Overall", f"{ov['teacher']['flip_rate']:.4f}"]
     row += [f"{ov[m.name]['flip_rate']:.4f}" if m.name in ov else "" for m in ms]
@@ -402,7 +503,9 @@ def markdown(rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(s: Settings, results: dict[str, Any], ms: Sequence[Method], settings_json: dict[str, Any]) -> None:
+def write_outputs(
+    s: Settings, results: dict[str, Any], ms: Sequence[Method], settings_json: dict[str, Any]
+) -> None:
     ov = overall(results, ms)
     rows = table_rows(results, ms, ov)
     srows = stability_rows(results, ms, ov)
@@ -415,8 +518,10 @@ def write_outputs(s: Settings, results: dict[str, Any], ms: Sequence[Method], se
         + markdown(rows)
         + "\n## Temporal stability: flip rate on static pixels (lower is more stable)\n\n"
         + markdown(srows)
-        + "\n## Methods\n\n" + legend + "\n"
-    )  # fmt: skip
+        + "\n## Methods\n\n"
+        + legend
+        + "\n"
+    )
     atomic_write_bytes(s.out / "table.md", md.encode())
     buf = io.StringIO()
     csv.writer(buf).writerows(rows)
@@ -432,7 +537,9 @@ def plot(path: Path, results: dict[str, Any], ms: Sequence[Method], ov: dict[str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(k, {m: v["methods"][m]["summary"] for m in v["methods"]}) for k, v in results["streams"].items()]
+    panels = [
+        (k, {m: v["methods"][m]["summary"] for m in v["methods"]}) for k, v in results["streams"].items()
+    ]
     panels.append(("Overall", {k: v for k, v in ov.items() if k != "teacher"}))
     cols = min(3, len(panels))
     nrows = -(-len(panels) // cols)
@@ -442,12 +549,14 @@ def plot(path: Path, results: dict[str, Any], ms: Sequence[Method], ov: dict[str
         for i, m in enumerate(ms):
             if m.name in data:
                 d = data[m.name]
-                ax.scatter(100 * d["teacher_fraction"], d["miou"], marker=markers[i % len(markers)], label=m.name)
+                ax.scatter(
+                    100 * d["teacher_fraction"], d["miou"], marker=markers[i % len(markers)], label=m.name
+                )
         ax.set_title(title)
         ax.set_xlabel("teacher frames (%)")
         ax.set_ylabel("mIoU")
         ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(panels):]:
+    for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
     axes.ravel()[0].legend(fontsize=7)
     fig.tight_layout()
@@ -469,7 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--max-frames", type=int, help="only the first N frames of each stream")
     p.add_argument("--methods", nargs="*", help="subset of method names (default: all)")
-    p.add_argument("--optim", choices=["adam", "sgd"], default="adam", help="student optimiser (online and offline)")
+    p.add_argument(
+        "--optim", choices=["adam", "sgd"], default="adam", help="student optimiser (online and offline)"
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--width-multiplier", type=float, default=ModelConfig.width_multiplier)
     p.add_argument("--chunk-size", type=int, default=64)
@@ -480,7 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain-max-per-stream", type=int, default=60)
     p.add_argument("--oracle-epochs", type=int, default=20)
     p.add_argument("--oracle-every", type=int, default=8)
-    p.add_argument("--teacher-ms", type=float, default=MEASURED_TEACHER_MS, help="measured teacher ms per frame")
+    p.add_argument(
+        "--teacher-ms", type=float, default=MEASURED_TEACHER_MS, help="measured teacher ms per frame"
+    )
     p.add_argument("--stability-threshold", type=int, default=8, help="static pixel: max |dRGB| <= this")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="OnlineConfig overrides")
@@ -503,17 +616,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         for st in streams:
             if not (args.lvs / st).is_dir():
                 raise ValueError(f"{args.lvs / st}: stream folder not found")
-        student = StudentConfig(model=ModelConfig(width_multiplier=args.width_multiplier),
-                                optim=OptimConfig(name=args.optim, lr=args.lr))  # fmt: skip
-        online = override(OnlineConfig(student=student, chunk_size=args.chunk_size), list(args.set)).validate()
+        student = StudentConfig(
+            model=ModelConfig(width_multiplier=args.width_multiplier),
+            optim=OptimConfig(name=args.optim, lr=args.lr),
+        )
+        online = override(
+            OnlineConfig(student=student, chunk_size=args.chunk_size), list(args.set)
+        ).validate()
         s = Settings(
-            lvs=args.lvs, out=args.out, height=args.height, width=args.width, max_frames=args.max_frames,
-            online=online, fixed_updates=args.fixed_updates, pretrain=not args.no_pretrain,
-            pretrain_epochs=args.pretrain_epochs, pretrain_every=args.pretrain_every,
-            pretrain_max_per_stream=args.pretrain_max_per_stream, oracle_epochs=args.oracle_epochs,
-            oracle_every=args.oracle_every, seed=args.seed, teacher_ms=args.teacher_ms,
-            stability_threshold=args.stability_threshold, progress=not args.no_progress,
-        )  # fmt: skip
+            lvs=args.lvs,
+            out=args.out,
+            height=args.height,
+            width=args.width,
+            max_frames=args.max_frames,
+            online=online,
+            fixed_updates=args.fixed_updates,
+            pretrain=not args.no_pretrain,
+            pretrain_epochs=args.pretrain_epochs,
+            pretrain_every=args.pretrain_every,
+            pretrain_max_per_stream=args.pretrain_max_per_stream,
+            oracle_epochs=args.oracle_epochs,
+            oracle_every=args.oracle_every,
+            seed=args.seed,
+            teacher_ms=args.teacher_ms,
+            stability_threshold=args.stability_threshold,
+            progress=not args.no_progress,
+        )
         ms = methods(s.pretrain, have_opencv())
         if args.methods:
             unknown = sorted(set(args.methods) - {m.name for m in ms})
@@ -521,8 +649,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"unknown --methods {unknown}; choices: {[m.name for m in ms]}")
             ms = [m for m in ms if m.name in args.methods]
         results = run_table(s, streams, ms)
-        settings_json = {**s.common_key(), "streams": streams, "lvs": str(args.lvs), "fixed_updates": s.fixed_updates,
-                         "pretrain": s.pretrain, "teacher_ms": s.teacher_ms, "argv": list(argv or sys.argv[1:])}  # fmt: skip
+        settings_json = {
+            **s.common_key(),
+            "streams": streams,
+            "lvs": str(args.lvs),
+            "fixed_updates": s.fixed_updates,
+            "pretrain": s.pretrain,
+            "teacher_ms": s.teacher_ms,
+            "argv": list(argv or sys.argv[1:]),
+        }
         write_outputs(s, results, ms, settings_json)
     except (ValueError, OSError) as e:
         print(f"error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)

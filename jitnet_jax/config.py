@@ -197,9 +197,7 @@ def _set_path(obj: Any, keys: list[str], text: str, full: str) -> Any:
         raise ValueError(f"config field {full}: {keys[0]!r} is not a config section")
     names = {f.name for f in dataclasses.fields(obj)}
     if keys[0] not in names:
-        raise ValueError(
-            f"unknown config field {full!r} (choices at this level: {', '.join(sorted(names))})"
-        )
+        raise ValueError(f"unknown config field {full!r} (choices at this level: {', '.join(sorted(names))})")
     current = getattr(obj, keys[0])
     if len(keys) == 1:
         if dataclasses.is_dataclass(current):

@@ -216,8 +216,13 @@ def read_detectron(path: str | os.PathLike, image_size: tuple[int, int] | None =
         raise DataError(f"{path}: Detectron export not found")
     if path.suffix == ".npz":
         recs: list[Any] = _split_frames(_npz_dict(path), "num_instances", path)
-        recs = [{k: (v[: int(r["num_instances"])] if k not in ("num_instances", "image_size") else v)
-                 for k, v in r.items()} for r in recs]  # fmt: skip
+        recs = [
+            {
+                k: (v[: int(r["num_instances"])] if k not in ("num_instances", "image_size") else v)
+                for k, v in r.items()
+            }
+            for r in recs
+        ]
     else:
         obj = load_npy(path) if path.suffix == ".npy" else safe_unpickle(path.read_bytes(), str(path))
         if isinstance(obj, dict):

@@ -62,8 +62,9 @@ def warp_label(label: np.ndarray, prev_frame: np.ndarray, frame: np.ndarray) -> 
     flow = cv2.calcOpticalFlowFarneback(g1, g0, None, *FARNEBACK)  # frame t -> t-1
     h, w = label.shape
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return cv2.remap(label, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_NEAREST,
-                     borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    return cv2.remap(
+        label, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def run_flow_propagation(
@@ -91,7 +92,9 @@ def run_flow_propagation(
         from tqdm.auto import tqdm
 
         total = source.info.num_frames if max_frames is None else min(source.info.num_frames, max_frames)
-        bar = tqdm(total=total, unit="frame", desc=f"{source.info.name} flow", dynamic_ncols=True, leave=False)
+        bar = tqdm(
+            total=total, unit="frame", desc=f"{source.info.name} flow", dynamic_ncols=True, leave=False
+        )
     for chunk in limited_chunks(source, chunk_size, max_frames):
         n = int(chunk.valid.sum())
         preds = np.zeros(chunk.labels.shape, np.uint8)
@@ -108,8 +111,9 @@ def run_flow_propagation(
                 flow_frames += 1
             preds[j] = lab
             prev = (chunk.frames[j], lab)
-        parts.append(per_frame_rows(chunk.start, confusion_np(chunk.labels[:n], preds[:n], c), teacher,
-                                    delta=delta))  # fmt: skip
+        parts.append(
+            per_frame_rows(chunk.start, confusion_np(chunk.labels[:n], preds[:n], c), teacher, delta=delta)
+        )
         if on_chunk is not None:
             on_chunk(chunk, preds)
         if bar is not None:
@@ -117,4 +121,6 @@ def run_flow_propagation(
     if bar is not None:
         bar.close()
     ms = 1e3 * flow_s / flow_frames if flow_frames else 0.0
-    return MethodRun(concat_rows(parts, c), flow_s, 0.0, {"flow_ms_per_frame": ms, "flow_frames": flow_frames})
+    return MethodRun(
+        concat_rows(parts, c), flow_s, 0.0, {"flow_ms_per_frame": ms, "flow_frames": flow_frames}
+    )

@@ -85,43 +85,85 @@ def _groups(
 
 
 def _header(
-    stream: str, groups: ClassGroups, teacher: str, videos: Sequence[Path], counts: Sequence[int], fps: float,
-    height: int, width: int, chunk_size: int, max_frames: int | None, params: RasterParams,
+    stream: str,
+    groups: ClassGroups,
+    teacher: str,
+    videos: Sequence[Path],
+    counts: Sequence[int],
+    fps: float,
+    height: int,
+    width: int,
+    chunk_size: int,
+    max_frames: int | None,
+    params: RasterParams,
     extra: dict[str, object] | None = None,
-) -> StoreHeader:  # fmt: skip
+) -> StoreHeader:
     total = sum(counts)
     n = total if max_frames is None else min(total, int(max_frames))
     if n < 1:
         raise DataError(f"stream {stream}: no frames to label (max_frames={max_frames})")
     p = {**dataclasses.asdict(params), **(extra or {})}
     return StoreHeader(
-        stream=stream, num_frames=n, height=int(height), width=int(width), fps=float(fps),
-        class_names=group_names(groups), class_groups=groups, teacher=teacher,
-        videos=tuple(str(Path(v).resolve()) for v in videos), video_frames=tuple(int(c) for c in counts),
-        chunk_size=int(chunk_size), params=tuple(sorted(p.items())),
-    )  # fmt: skip
+        stream=stream,
+        num_frames=n,
+        height=int(height),
+        width=int(width),
+        fps=float(fps),
+        class_names=group_names(groups),
+        class_groups=groups,
+        teacher=teacher,
+        videos=tuple(str(Path(v).resolve()) for v in videos),
+        video_frames=tuple(int(c) for c in counts),
+        chunk_size=int(chunk_size),
+        params=tuple(sorted(p.items())),
+    )
 
 
 def lvs_job(
-    lvs: str | os.PathLike, stream: str, groups=None, height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH,
-    chunk_size: int = DEFAULT_CHUNK, max_frames: int | None = None, params: RasterParams = RasterParams(),
-) -> LabelJob:  # fmt: skip
+    lvs: str | os.PathLike,
+    stream: str,
+    groups=None,
+    height: int = DEFAULT_HEIGHT,
+    width: int = DEFAULT_WIDTH,
+    chunk_size: int = DEFAULT_CHUNK,
+    max_frames: int | None = None,
+    params: RasterParams = RasterParams(),
+) -> LabelJob:
     """Job for an LVS stream folder (validates chunks, teacher files and frame counts)."""
     from teacher.lvs import TEACHER_NAME, iter_detections, open_stream
 
     root = Path(lvs)
     s = open_stream(root, stream)
     g = _groups(groups, stream, root)
-    header = _header(stream, g, TEACHER_NAME, s.videos, s.frame_counts, s.fps, height, width, chunk_size,
-                     max_frames, params)  # fmt: skip
+    header = _header(
+        stream,
+        g,
+        TEACHER_NAME,
+        s.videos,
+        s.frame_counts,
+        s.fps,
+        height,
+        width,
+        chunk_size,
+        max_frames,
+        params,
+    )
     return LabelJob(header, lambda a, b: iter_detections(s, a, b))
 
 
 def teacher_job(
-    video: str | os.PathLike, teacher: str, model: str | os.PathLike | None = None, stream: str | None = None,
-    groups=None, height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH, chunk_size: int = DEFAULT_CHUNK,
-    max_frames: int | None = None, params: RasterParams = RasterParams(), num_threads: int = 2,
-) -> LabelJob:  # fmt: skip
+    video: str | os.PathLike,
+    teacher: str,
+    model: str | os.PathLike | None = None,
+    stream: str | None = None,
+    groups=None,
+    height: int = DEFAULT_HEIGHT,
+    width: int = DEFAULT_WIDTH,
+    chunk_size: int = DEFAULT_CHUNK,
+    max_frames: int | None = None,
+    params: RasterParams = RasterParams(),
+    num_threads: int = 2,
+) -> LabelJob:
     """Job running a TFLite teacher backend (``teacher.backends``) on every frame of one video."""
     from teacher.backends import default_model_path, make_teacher
 
@@ -131,8 +173,19 @@ def teacher_job(
     model_path = Path(model) if model is not None else default_model_path(teacher)
     meta = probe(video)
     n = count_frames(video)
-    header = _header(stream, g, f"{teacher}:{model_path.name}", [video], [n], meta.fps, height, width,
-                     chunk_size, max_frames, params)  # fmt: skip
+    header = _header(
+        stream,
+        g,
+        f"{teacher}:{model_path.name}",
+        [video],
+        [n],
+        meta.fps,
+        height,
+        width,
+        chunk_size,
+        max_frames,
+        params,
+    )
     state: dict[str, object] = {}
 
     def instances(a: int, b: int) -> Iterator[Instances]:
@@ -146,11 +199,18 @@ def teacher_job(
 
 
 def export_job(
-    video: str | os.PathLike, tf_export: str | os.PathLike | None = None,
-    detectron: str | os.PathLike | None = None, stream: str | None = None, groups=None,
-    height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH, chunk_size: int = DEFAULT_CHUNK,
-    max_frames: int | None = None, params: RasterParams = RasterParams(), tf_class_ids: str = "coco90",
-) -> LabelJob:  # fmt: skip
+    video: str | os.PathLike,
+    tf_export: str | os.PathLike | None = None,
+    detectron: str | os.PathLike | None = None,
+    stream: str | None = None,
+    groups=None,
+    height: int = DEFAULT_HEIGHT,
+    width: int = DEFAULT_WIDTH,
+    chunk_size: int = DEFAULT_CHUNK,
+    max_frames: int | None = None,
+    params: RasterParams = RasterParams(),
+    tf_class_ids: str = "coco90",
+) -> LabelJob:
     """Job for a TF OD API or Detectron2-style export paired with its video (frame counts must agree)."""
     from teacher.exports import read_detectron, read_tf_export
 
@@ -213,25 +273,46 @@ def run_job(job: LabelJob, out: str | os.PathLike, progress: bool = True) -> Pat
                             f"stream {h.stream}: teacher output ended at frame {a + k} of {h.num_frames}"
                         ) from None
                     labels[k], weights[k] = rasterize(
-                        inst, h.height, h.width, lut, score_threshold=params.score_threshold,
-                        mask_threshold=params.mask_threshold, fg_weight=params.fg_weight,
-                        bg_weight=params.bg_weight, dilation=params.dilation,
-                    )  # fmt: skip
+                        inst,
+                        h.height,
+                        h.width,
+                        lut,
+                        score_threshold=params.score_threshold,
+                        mask_threshold=params.mask_threshold,
+                        fg_weight=params.fg_weight,
+                        bg_weight=params.bg_weight,
+                        dilation=params.dilation,
+                    )
                     bar.update(1)
                 writer.write_chunk(i, labels, weights)
     return writer.finalize()
 
 
-def default_store_dir(cache_dir: str | os.PathLike, stream: str, teacher: str, height: int, width: int,
-                      max_frames: int | None = None) -> Path:  # fmt: skip
+def default_store_dir(
+    cache_dir: str | os.PathLike,
+    stream: str,
+    teacher: str,
+    height: int,
+    width: int,
+    max_frames: int | None = None,
+) -> Path:
     """``<cache_dir>/<stream>__<teacher>__<H>x<W>[__first<N>]`` (teacher ``:`` -> ``-``)."""
     safe = teacher.replace(":", "-").replace("/", "-")
     suffix = f"__first{max_frames}" if max_frames else ""
     return Path(cache_dir) / f"{stream}__{safe}__{height}x{width}{suffix}"
 
 
-def _matches(out: Path, stream: str, height: int, width: int, chunk_size: int, max_frames: int | None,
-             teacher_prefix: str, groups: ClassGroups, params: RasterParams) -> bool:  # fmt: skip
+def _matches(
+    out: Path,
+    stream: str,
+    height: int,
+    width: int,
+    chunk_size: int,
+    max_frames: int | None,
+    teacher_prefix: str,
+    groups: ClassGroups,
+    params: RasterParams,
+) -> bool:
     """Cheap check that a complete store at ``out`` answers the request (no decoding / teacher loading)."""
     if not store_is_complete(out):
         return False
@@ -321,11 +402,23 @@ def ensure_store(
     if lvs is not None:
         job = lvs_job(lvs, name, groups, height, width, chunk_size, max_frames, params)
     elif teacher is not None:
-        job = teacher_job(video, teacher, model, name, groups, height, width, chunk_size, max_frames, params,
-                          num_threads)  # fmt: skip
+        job = teacher_job(
+            video, teacher, model, name, groups, height, width, chunk_size, max_frames, params, num_threads
+        )
     else:
-        job = export_job(video, tf_export, detectron, name, groups, height, width, chunk_size, max_frames, params,
-                         tf_class_ids)  # fmt: skip
+        job = export_job(
+            video,
+            tf_export,
+            detectron,
+            name,
+            groups,
+            height,
+            width,
+            chunk_size,
+            max_frames,
+            params,
+            tf_class_ids,
+        )
     return run_job(job, out, progress)
 
 
@@ -360,12 +453,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         out = ensure_store(
-            args.out, lvs=args.lvs, stream=args.stream, video=args.video, teacher=args.teacher, model=args.model,
-            tf_export=args.tf_export, detectron=args.detectron, groups=args.groups, height=args.height,
-            width=args.width, chunk_size=args.chunk_size, max_frames=args.max_frames,
+            args.out,
+            lvs=args.lvs,
+            stream=args.stream,
+            video=args.video,
+            teacher=args.teacher,
+            model=args.model,
+            tf_export=args.tf_export,
+            detectron=args.detectron,
+            groups=args.groups,
+            height=args.height,
+            width=args.width,
+            chunk_size=args.chunk_size,
+            max_frames=args.max_frames,
             params=RasterParams(score_threshold=args.score_threshold, fg_weight=args.fg_weight),
-            tf_class_ids=args.tf_class_ids, num_threads=args.threads, progress=not args.no_progress,
-        )  # fmt: skip
+            tf_class_ids=args.tf_class_ids,
+            num_threads=args.threads,
+            progress=not args.no_progress,
+        )
     except (ValueError, OSError) as e:
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"error: {msg}", file=sys.stderr)

@@ -145,8 +145,15 @@ def rasterize(
     fg = np.zeros((height, width), bool)
     bh = pix[:, 2] - pix[:, 0]
     bw = pix[:, 3] - pix[:, 1]
-    dil = np.stack([pix[:, 0] - dilation * bh, pix[:, 1] - dilation * bw,
-                    pix[:, 2] + dilation * bh, pix[:, 3] + dilation * bw], axis=1)  # fmt: skip
+    dil = np.stack(
+        [
+            pix[:, 0] - dilation * bh,
+            pix[:, 1] - dilation * bw,
+            pix[:, 2] + dilation * bh,
+            pix[:, 3] + dilation * bw,
+        ],
+        axis=1,
+    )
     for y1, x1, y2, x2 in dil:
         fg[_center_span(y1, y2, height), _center_span(x1, x2, width)] = True
     weights[fg] = fg_weight

@@ -26,7 +26,9 @@ from jitnet_jax.student.metrics import stream_iou
 from jitnet_jax.student.step import init_state, jit_predict
 
 H, W = 32, 48
-CFG = StudentConfig(model=ModelConfig(num_classes=4, width_multiplier=0.25), optim=OptimConfig("adam", lr=1e-3))
+CFG = StudentConfig(
+    model=ModelConfig(num_classes=4, width_multiplier=0.25), optim=OptimConfig("adam", lr=1e-3)
+)
 
 
 def stream(n=20, **kw):
@@ -87,8 +89,16 @@ def test_fixed_student_matches_per_frame_predict():
     src = stream(10)
     state = init_state(jax.random.key(0), CFG, (H, W))
     got = []
-    run = run_fixed_student(src, CFG, state.params, state.batch_stats, chunk_size=4, max_frames=7,
-                            on_chunk=lambda c, p: got.append(p[c.valid]), progress=False)  # fmt: skip
+    run = run_fixed_student(
+        src,
+        CFG,
+        state.params,
+        state.batch_stats,
+        chunk_size=4,
+        max_frames=7,
+        on_chunk=lambda c, p: got.append(p[c.valid]),
+        progress=False,
+    )
     assert len(run.per_frame["frame"]) == 7 and not run.per_frame["teacher"].any()
     preds = np.concatenate(got)
     pred_fn = jit_predict(CFG)
@@ -118,8 +128,9 @@ def test_offline_training_fits_examples():
     assert frames.shape == (2, H, W, 3) and labels.shape == (2, H, W) and weights.shape == (2, H, W)
     state = init_state(jax.random.key(0), CFG, (H, W))
     before = jax.tree_util.tree_leaves(state.params)[0].copy()
-    trained, losses = train_offline(CFG, state, frames, labels, weights, epochs=15, key=jax.random.key(1),
-                                    progress=False)  # fmt: skip
+    trained, losses = train_offline(
+        CFG, state, frames, labels, weights, epochs=15, key=jax.random.key(1), progress=False
+    )
     assert len(losses) == 15 and losses[-1] < 0.75 * losses[0]
     assert np.array_equal(jax.tree_util.tree_leaves(state.params)[0], before)  # input state not donated
     with pytest.raises(ValueError, match="epochs"):
@@ -149,7 +160,11 @@ def test_flow_warp_follows_motion_and_run_reports_cost():
     want = np.zeros_like(lab0)
     want[20:40, 24:44] = 1
     inner = (slice(24, 36), slice(28, 40))
-    assert (lab1[inner] == 1).all() and (lab1 == want).mean() > 0.97 and (lab1 == lab0).mean() < (lab1 == want).mean()
+    assert (
+        (lab1[inner] == 1).all()
+        and (lab1 == want).mean() > 0.97
+        and (lab1 == lab0).mean() < (lab1 == want).mean()
+    )
 
     src = stream(12)
     run = run_flow_propagation(src, 4, chunk_size=5, progress=False)

@@ -65,8 +65,13 @@ def _per_frame(n: int) -> dict[str, np.ndarray]:
 
 
 def _chunk(start: int, n: int) -> Chunk:
-    return Chunk(np.zeros((n, H, W, 3), np.uint8), np.zeros((n, H, W), np.uint8),
-                 np.zeros((n, H, W), np.float32), np.ones(n, bool), start)  # fmt: skip
+    return Chunk(
+        np.zeros((n, H, W, 3), np.uint8),
+        np.zeros((n, H, W), np.uint8),
+        np.zeros((n, H, W), np.float32),
+        np.ones(n, bool),
+        start,
+    )
 
 
 def _leaves(state):

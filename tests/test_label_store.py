@@ -22,10 +22,19 @@ H, W, N, C = 6, 8, 10, 4
 
 def header(**kw) -> StoreHeader:
     base = dict(
-        stream="s", num_frames=N, height=H, width=W, fps=25.0, class_names=("background", "person"),
-        class_groups=(("person",),), teacher="test", videos=("/x/a.mp4",), video_frames=(N,), chunk_size=C,
+        stream="s",
+        num_frames=N,
+        height=H,
+        width=W,
+        fps=25.0,
+        class_names=("background", "person"),
+        class_groups=(("person",),),
+        teacher="test",
+        videos=("/x/a.mp4",),
+        video_frames=(N,),
+        chunk_size=C,
         params=(("fg_weight", 10.0),),
-    )  # fmt: skip
+    )
     base.update(kw)
     return StoreHeader(**base)
 

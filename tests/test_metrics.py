@@ -20,7 +20,7 @@ def np_confusion(label: np.ndarray, pred: np.ndarray, c: int) -> np.ndarray:
 def np_min_iou(label: np.ndarray, pred: np.ndarray, c: int, s: float = 100.0) -> float:
     vals = []
     for k in range(c):
-        lab = (label == k)
+        lab = label == k
         prd = (pred == k) & (label < c)
         tp = np.sum(lab & prd)
         fp = np.sum(~lab & prd)

@@ -60,8 +60,9 @@ def test_param_count_matches_official(num_classes: int, paper: int) -> None:
 def test_any_frame_size(hw: tuple[int, int]) -> None:
     cfg = ModelConfig(num_classes=3)
     variables = init_variables(cfg, jax.random.key(1), hw)
-    logits, _ = JITNet(cfg).apply(variables, jnp.zeros((2, *hw, 3), jnp.uint8), train=True,
-                                  mutable=["batch_stats"])
+    logits, _ = JITNet(cfg).apply(
+        variables, jnp.zeros((2, *hw, 3), jnp.uint8), train=True, mutable=["batch_stats"]
+    )
     assert logits.shape == (2, *hw, 3)
     assert logits.dtype == jnp.float32
 
@@ -69,8 +70,9 @@ def test_any_frame_size(hw: tuple[int, int]) -> None:
 def test_scale_and_separable_and_units() -> None:
     cfg = ModelConfig(num_classes=4, scale=0.5, separable=True, num_units=2)
     variables = init_variables(cfg, jax.random.key(0), (90, 160))
-    logits, _ = JITNet(cfg).apply(variables, jnp.zeros((1, 90, 160, 3), jnp.uint8), train=True,
-                                  mutable=["batch_stats"])
+    logits, _ = JITNet(cfg).apply(
+        variables, jnp.zeros((1, 90, 160, 3), jnp.uint8), train=True, mutable=["batch_stats"]
+    )
     assert logits.shape == (1, 90, 160, 4)
     # the separable variant is much smaller than the dense one
     dense = count_params(_params(ModelConfig(num_classes=4, num_units=2)))

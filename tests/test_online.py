@@ -99,8 +99,10 @@ def test_non_teacher_labels_never_reach_training(stream, compiled_run) -> None:
     a, b = compiled_run.per_frame, corrupted.per_frame
     np.testing.assert_array_equal(a["teacher"], b["teacher"])
     np.testing.assert_array_equal(a["updates"], b["updates"])
-    for x, y in zip(jax.tree_util.tree_leaves(compiled_run.state.student.params),
-                    jax.tree_util.tree_leaves(corrupted.state.student.params)):
+    for x, y in zip(
+        jax.tree_util.tree_leaves(compiled_run.state.student.params),
+        jax.tree_util.tree_leaves(corrupted.state.student.params),
+    ):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     # scoring did see the corrupted labels
     assert not np.array_equal(a["tp"], b["tp"])
@@ -115,8 +117,9 @@ def test_next_delta_doubles_halves_and_clamps() -> None:
 
 
 def test_summary_keys_and_speedup(stream, compiled_run) -> None:
-    s = summarize(compiled_run, CFG, stream.info.class_names, gflops={"infer_gflops": 0.1,
-                                                                      "train_step_gflops": 0.3})
+    s = summarize(
+        compiled_run, CFG, stream.info.class_names, gflops={"infer_gflops": 0.1, "train_step_gflops": 0.3}
+    )
     n, t, u = s["frames"], s["teacher_frames"], s["updates"]
     assert s["speedup_cost_model"] == pytest.approx(300 * n / (7 * (n - t) + 300 * t + 30 * u))
     assert s["teacher_fraction"] == pytest.approx(t / n)
@@ -138,8 +141,13 @@ def test_no_recompilation_across_chunks(stream) -> None:
     logger.addHandler(handler)
     try:
         with jax.log_compiles(True):
-            run_stream(stream, dataclasses.replace(CFG, chunk_size=25), jax.random.key(1),
-                       max_frames=100, progress=False)
+            run_stream(
+                stream,
+                dataclasses.replace(CFG, chunk_size=25),
+                jax.random.key(1),
+                max_frames=100,
+                progress=False,
+            )
     finally:
         logger.removeHandler(handler)
     chunk_compiles = [r for r in records if r.startswith("Compiling jit(fn)")]

@@ -21,8 +21,17 @@ REPO_ARGS = ["--height", "45", "--width", "80", "--chunk-size", "16", "--no-prog
 
 
 def lvs_args(shared_data, out, n=40):
-    return ["--lvs", str(shared_data / "lvs_mini"), "--stream", "residential_street1", "--max-frames", str(n),
-            "--out", str(out), *REPO_ARGS]  # fmt: skip
+    return [
+        "--lvs",
+        str(shared_data / "lvs_mini"),
+        "--stream",
+        "residential_street1",
+        "--max-frames",
+        str(n),
+        "--out",
+        str(out),
+        *REPO_ARGS,
+    ]
 
 
 def test_cli_lvs_slice_matches_direct_rasterisation(shared_data, tmp_path, capsys):
@@ -76,8 +85,18 @@ def test_cli_resumes_without_recomputing(shared_data, tmp_path, monkeypatch):
 
 
 def test_cli_errors_are_one_line_exit_2(shared_data, tmp_path):
-    cmd = [sys.executable, "-m", "teacher.precompute", "--lvs", str(shared_data / "lvs_mini"), "--stream", "nope",
-           "--out", str(tmp_path / "o"), "--no-progress"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "teacher.precompute",
+        "--lvs",
+        str(shared_data / "lvs_mini"),
+        "--stream",
+        "nope",
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=precompute.__file__.rsplit("/teacher/", 1)[0])
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "nope: LVS stream folder not found" in r.stderr
@@ -108,9 +127,21 @@ def test_other_settings_on_existing_store_refused(shared_data, tmp_path, capsys)
 def test_cli_deeplab_teacher_on_video(shared_data, tmp_path):
     pytest.importorskip("ai_edge_litert")
     out = tmp_path / "dl"
-    args = ["--video", str(shared_data / "clips" / "highway_cctv_320x240.avi"), "--teacher", "deeplab",
-            "--model", str(shared_data / "models" / "deeplabv3_mnv2_pascal_quant.tflite"),
-            "--groups", "person;car,bus,truck", "--max-frames", "3", "--out", str(out), *REPO_ARGS]  # fmt: skip
+    args = [
+        "--video",
+        str(shared_data / "clips" / "highway_cctv_320x240.avi"),
+        "--teacher",
+        "deeplab",
+        "--model",
+        str(shared_data / "models" / "deeplabv3_mnv2_pascal_quant.tflite"),
+        "--groups",
+        "person;car,bus,truck",
+        "--max-frames",
+        "3",
+        "--out",
+        str(out),
+        *REPO_ARGS,
+    ]
     assert precompute.main(args) == 0
     meta = json.loads((out / "meta.json").read_text())
     assert meta["teacher"] == "deeplab:deeplabv3_mnv2_pascal_quant.tflite" and meta["num_frames"] == 3
@@ -135,12 +166,21 @@ def test_tf_export_and_detectron_give_same_labels(tmp_path):
     det_frames = {}
     for t in range(5):
         box = np.array([[0.25, 0.125 * t, 0.75, 0.125 * t + 0.5]], np.float32)  # y1, x1, y2, x2
-        np.savez(tf_dir / f"frame_{t}.npz", detection_boxes=box[None], detection_classes=np.array([[3.0]]),
-                 detection_scores=np.array([[0.9]]), detection_masks=np.ones((1, 1, 33, 33), np.float32),
-                 num_detections=np.array([1.0]))  # fmt: skip
+        np.savez(
+            tf_dir / f"frame_{t}.npz",
+            detection_boxes=box[None],
+            detection_classes=np.array([[3.0]]),
+            detection_scores=np.array([[0.9]]),
+            detection_masks=np.ones((1, 1, 33, 33), np.float32),
+            num_detections=np.array([1.0]),
+        )
         px = box[0] * np.array([48, 64, 48, 64])
-        det_frames[t] = {"pred_boxes": px[[1, 0, 3, 2]][None], "pred_classes": np.array([2]),
-                         "scores": np.array([0.9], np.float32), "image_size": np.array([48, 64])}  # fmt: skip
+        det_frames[t] = {
+            "pred_boxes": px[[1, 0, 3, 2]][None],
+            "pred_classes": np.array([2]),
+            "scores": np.array([0.9], np.float32),
+            "image_size": np.array([48, 64]),
+        }
     np.save(tmp_path / "d2.npy", det_frames, allow_pickle=True)
     common = [
         "--video",
@@ -168,10 +208,24 @@ def test_tf_export_and_detectron_give_same_labels(tmp_path):
 def test_export_frame_count_mismatch(tmp_path, capsys):
     video = tmp_path / "cam.mp4"
     _video(video, 4)
-    np.savez(tmp_path / "tf.npz", detection_boxes=np.zeros((3, 1, 4)), detection_classes=np.ones((3, 1)),
-             detection_scores=np.ones((3, 1)), num_detections=np.ones(3))  # fmt: skip
-    args = ["--video", str(video), "--tf-export", str(tmp_path / "tf.npz"), "--groups", "person", "--out",
-            str(tmp_path / "o"), "--no-progress"]  # fmt: skip
+    np.savez(
+        tmp_path / "tf.npz",
+        detection_boxes=np.zeros((3, 1, 4)),
+        detection_classes=np.ones((3, 1)),
+        detection_scores=np.ones((3, 1)),
+        num_detections=np.ones(3),
+    )
+    args = [
+        "--video",
+        str(video),
+        "--tf-export",
+        str(tmp_path / "tf.npz"),
+        "--groups",
+        "person",
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+    ]
     assert precompute.main(args) == 2
     assert "tf.npz: export has 3 frames but video" in capsys.readouterr().err
 
@@ -182,16 +236,23 @@ def test_export_record_conversions():
     # Detectron full-frame mask of the left half of a 40x80 box at rows 10..50, cols 20..100 of 60x120
     full = np.zeros((1, 60, 120), bool)
     full[0, 10:50, 20:60] = True
-    rec = {"pred_boxes": np.array([[20.0, 10.0, 100.0, 50.0]]), "pred_classes": np.array([0]),
-           "scores": np.array([0.8]), "pred_masks": full}  # fmt: skip
+    rec = {
+        "pred_boxes": np.array([[20.0, 10.0, 100.0, 50.0]]),
+        "pred_classes": np.array([0]),
+        "scores": np.array([0.8]),
+        "pred_masks": full,
+    }
     inst = detectron_record_to_instances(rec, "d2: frame 0")
     np.testing.assert_allclose(inst.boxes[0], [10 / 60, 20 / 120, 50 / 60, 100 / 120], rtol=1e-6)
     assert inst.classes.tolist() == [1] and inst.masks.shape == (1, 28, 28)
     assert (inst.masks[0, :, :13] > 0.5).all() and (inst.masks[0, :, 15:] < 0.5).all()
     # TF record without batch axis, num_detections cuts padding rows, coco90 ids (90 = toothbrush)
-    tf = {"detection_boxes": np.array([[0, 0, 1, 1], [0, 0, 0, 0]], np.float32),
-          "detection_classes": np.array([90.0, 1.0]), "detection_scores": np.array([0.7, 0.0]),
-          "num_detections": np.array(1.0)}  # fmt: skip
+    tf = {
+        "detection_boxes": np.array([[0, 0, 1, 1], [0, 0, 0, 0]], np.float32),
+        "detection_classes": np.array([90.0, 1.0]),
+        "detection_scores": np.array([0.7, 0.0]),
+        "num_detections": np.array(1.0),
+    }
     inst = tf_record_to_instances(tf, "tf: frame 0")
     assert inst.classes.tolist() == [80] and inst.masks.shape == (1, 28, 28)
     tf["detection_classes"] = np.array([12.0, 1.0])  # id 12 is a gap in the TF COCO label map
@@ -207,10 +268,30 @@ def test_sigkill_then_rerun_continues(shared_data, tmp_path):
 
     pytest.importorskip("ai_edge_litert")
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "teacher.precompute", "--video", str(shared_data / "clips" / "parking_lot_overhead.mp4"),
-           "--teacher", "deeplab", "--model", str(shared_data / "models" / "deeplabv3_mnv2_pascal_quant.tflite"),
-           "--max-frames", "16", "--chunk-size", "4", "--height", "45", "--width", "80", "--threads", "1",
-           "--out", str(out), "--no-progress"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "teacher.precompute",
+        "--video",
+        str(shared_data / "clips" / "parking_lot_overhead.mp4"),
+        "--teacher",
+        "deeplab",
+        "--model",
+        str(shared_data / "models" / "deeplabv3_mnv2_pascal_quant.tflite"),
+        "--max-frames",
+        "16",
+        "--chunk-size",
+        "4",
+        "--height",
+        "45",
+        "--width",
+        "80",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     cwd = precompute.__file__.rsplit("/teacher/", 1)[0]
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first = out / chunk_file_name(0)

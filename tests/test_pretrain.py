@@ -62,10 +62,32 @@ def test_store_examples_map_classes(tmp_path):
 
 def test_cli_leave_one_out_on_real_streams(shared_data, tmp_path):
     out = tmp_path / "ckpt"
-    rc = pt.main(["--lvs", str(shared_data / "lvs_mini"), "--exclude", "indoor_people1", "--streams", "bikes1",
-                  "indoor_people1", "--max-frames", "8", "--every", "4", "--height", "36", "--width", "64",
-                  "--epochs", "1", "--cache-dir", str(tmp_path / "stores"), "--out", str(out),
-                  "--no-progress"])  # fmt: skip
+    rc = pt.main(
+        [
+            "--lvs",
+            str(shared_data / "lvs_mini"),
+            "--exclude",
+            "indoor_people1",
+            "--streams",
+            "bikes1",
+            "indoor_people1",
+            "--max-frames",
+            "8",
+            "--every",
+            "4",
+            "--height",
+            "36",
+            "--width",
+            "64",
+            "--epochs",
+            "1",
+            "--cache-dir",
+            str(tmp_path / "stores"),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     meta = read_meta(out)
     assert meta["info"]["streams"] == ["bikes1"] and meta["info"]["classes"] == ["background", "person"]
@@ -91,16 +113,41 @@ def test_tfds_mock_semantic_path(tmp_path):
 
     with tfds.testing.mock_data(num_examples=3, policy=tfds.testing.MockPolicy.USE_CODE):
         frames, labels, weights = pt.tfds_examples(
-            "lvs_streams/bikes1", ("background", "person"), 24, 32, image_key="frame", label_key="label",
+            "lvs_streams/bikes1",
+            ("background", "person"),
+            24,
+            32,
+            image_key="frame",
+            label_key="label",
             label_names=TRAFFIC,
-        )  # fmt: skip
+        )
         assert frames.shape == (3, 24, 32, 3) and frames.dtype == np.uint8
         assert set(np.unique(labels)) <= {0, 1, IGNORE_LABEL}
         assert ((weights > 1) == (labels == 1)).all() and ((weights == 0) == (labels == IGNORE_LABEL)).all()
         out = tmp_path / "ckpt"
-        rc = pt.main(["--tfds", "lvs_streams/bikes1", "--image-key", "frame", "--label-key", "label",
-                      "--label-names", ",".join(TRAFFIC), "--classes", "background,person,car_bus_truck",
-                      "--height", "24", "--width", "32", "--epochs", "1", "--out", str(out), "--no-progress"])  # fmt: skip
+        rc = pt.main(
+            [
+                "--tfds",
+                "lvs_streams/bikes1",
+                "--image-key",
+                "frame",
+                "--label-key",
+                "label",
+                "--label-names",
+                ",".join(TRAFFIC),
+                "--classes",
+                "background,person,car_bus_truck",
+                "--height",
+                "24",
+                "--width",
+                "32",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
     assert rc == 0 and read_meta(out)["info"]["dataset"] == "lvs_streams/bikes1"
     load_student(out, ModelConfig(num_classes=3))
 
@@ -119,6 +166,7 @@ def test_panoptic_decoding():
     rgb = np.zeros((2, 3, 3), np.uint8)
     rgb[0, 0] = (1, 0, 0)  # segment id 1
     rgb[1, 2] = (0, 1, 0)  # segment id 256
-    out = pt.panoptic_to_semantic(rgb, np.array([1, 256]), np.array([0, 1]), ["person", "car"],
-                                  np.array([1, 2], np.uint8))  # fmt: skip
+    out = pt.panoptic_to_semantic(
+        rgb, np.array([1, 256]), np.array([0, 1]), ["person", "car"], np.array([1, 2], np.uint8)
+    )
     assert out.tolist() == [[1, 0, 0], [0, 0, 2]]

@@ -46,10 +46,12 @@ def test_wired_into_init_state(tmp_path):
 
 @pytest.mark.parametrize(
     "other, field",
-    [(ModelConfig(num_classes=2, width_multiplier=0.25), "num_classes"),
-     (ModelConfig(num_classes=3, width_multiplier=0.5), "width_multiplier"),
-     (ModelConfig(num_classes=3, width_multiplier=0.25, separable=True), "separable")],
-)  # fmt: skip
+    [
+        (ModelConfig(num_classes=2, width_multiplier=0.25), "num_classes"),
+        (ModelConfig(num_classes=3, width_multiplier=0.5), "width_multiplier"),
+        (ModelConfig(num_classes=3, width_multiplier=0.25, separable=True), "separable"),
+    ],
+)
 def test_mismatch_is_one_line_naming_field(tmp_path, other, field):
     save_student(tmp_path / "c", init_state(jax.random.key(0), StudentConfig(model=MODEL), (24, 32)), MODEL)
     with pytest.raises(CheckpointMismatch) as e:

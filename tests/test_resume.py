@@ -21,10 +21,29 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FLAGS = [
-    "--frames", "24", "--height", "24", "--width", "32", "--chunk-size", "4", "--u-max", "2",
-    "--delta-min", "2", "--delta-max", "8", "--seed", "0", "--no-video", "--no-progress",
-    "--checkpoint-every", "4", "--keep", "2",
-]  # fmt: skip
+    "--frames",
+    "24",
+    "--height",
+    "24",
+    "--width",
+    "32",
+    "--chunk-size",
+    "4",
+    "--u-max",
+    "2",
+    "--delta-min",
+    "2",
+    "--delta-max",
+    "8",
+    "--seed",
+    "0",
+    "--no-video",
+    "--no-progress",
+    "--checkpoint-every",
+    "4",
+    "--keep",
+    "2",
+]
 VOLATILE = {"wall_s", "compile_s", "student_ms_per_frame"}
 
 DRIVER = r"""
@@ -76,8 +95,12 @@ def _start(out: Path, mode: str, marker: Path, extra: list[str] = ()) -> subproc
     env = {**_env(), "RESUME_TEST_MODE": mode, "RESUME_TEST_MARKER": str(marker)}
     return subprocess.Popen(
         [sys.executable, "-c", DRIVER, "--out", str(out), *FLAGS, *extra],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _run(out: Path, extra: list[str] = (), timeout: float = 600) -> subprocess.CompletedProcess:

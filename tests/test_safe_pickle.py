@@ -38,9 +38,21 @@ def test_real_lvs_file_loads(shared_data):
 
 
 def test_np_save_dict_roundtrip(tmp_path):
-    d = {0: (np.zeros((1, 4)), np.array([3], np.int32), np.array([0.9], np.float32), np.ones((1, 28, 28), np.float32)),
-         1: (np.zeros((0, 4)), np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros((0, 28, 28), np.float32)),
-         "meta": [1, 2.5, "x", (np.float32(3.0), np.int64(7))]}  # fmt: skip
+    d = {
+        0: (
+            np.zeros((1, 4)),
+            np.array([3], np.int32),
+            np.array([0.9], np.float32),
+            np.ones((1, 28, 28), np.float32),
+        ),
+        1: (
+            np.zeros((0, 4)),
+            np.zeros(0, np.int32),
+            np.zeros(0, np.float32),
+            np.zeros((0, 28, 28), np.float32),
+        ),
+        "meta": [1, 2.5, "x", (np.float32(3.0), np.int64(7))],
+    }
     path = tmp_path / "d.npy"
     np.save(path, d, allow_pickle=True)
     out = load_npy(path)

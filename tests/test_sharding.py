@@ -62,8 +62,9 @@ def test_sharded_sweep_equals_single_device():
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
-                       timeout=1200)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200
+    )
     assert r.returncode == 0, r.stderr[-4000:]
     assert r.stdout.strip().endswith("OK"), r.stdout
 

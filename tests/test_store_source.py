@@ -29,8 +29,19 @@ def make_store(tmp_path, counts=(7, 5), chunk=4):
         videos.append(tmp_path / f"v{k}.mp4")
         write_video(videos[-1], n, offset=sum(counts[:k]))
     total = sum(counts)
-    h = StoreHeader("syn", total, H, W, 10.0, ("background", "person"), (("person",),), "test",
-                    tuple(str(v) for v in videos), tuple(counts), chunk)  # fmt: skip
+    h = StoreHeader(
+        "syn",
+        total,
+        H,
+        W,
+        10.0,
+        ("background", "person"),
+        (("person",),),
+        "test",
+        tuple(str(v) for v in videos),
+        tuple(counts),
+        chunk,
+    )
     w = LabelStoreWriter(tmp_path / "store", h)
     for i in w.missing_chunks():
         a, b = w.chunk_range(i)
@@ -95,8 +106,16 @@ def test_missing_video(tmp_path):
 def test_real_lvs_store(shared_data, tmp_path):
     from teacher.precompute import ensure_store
 
-    out = ensure_store(tmp_path / "st", lvs=shared_data / "lvs_mini", stream="residential_street1",
-                       height=45, width=80, chunk_size=16, max_frames=40, progress=False)  # fmt: skip
+    out = ensure_store(
+        tmp_path / "st",
+        lvs=shared_data / "lvs_mini",
+        stream="residential_street1",
+        height=45,
+        width=80,
+        chunk_size=16,
+        max_frames=40,
+        progress=False,
+    )
     src = StoreSource(out)
     chunks = list(src.chunks(16, start=8))
     assert [c.start for c in chunks] == [8, 24]

@@ -41,8 +41,17 @@ def test_synthetic_run_writes_all_outputs(tmp_path, capsys) -> None:
     text = capsys.readouterr().out
     assert "mIoU (foreground)" in text and "speedup (cost model)" in text
     summary = json.loads((out / "summary.json").read_text())
-    for key in ("miou", "class_iou", "frames", "teacher_frames", "teacher_fraction", "updates",
-                "speedup_cost_model", "speedup_flops", "wall_s"):
+    for key in (
+        "miou",
+        "class_iou",
+        "frames",
+        "teacher_frames",
+        "teacher_fraction",
+        "updates",
+        "speedup_cost_model",
+        "speedup_flops",
+        "wall_s",
+    ):
         assert key in summary
     assert summary["frames"] == 40 and summary["teacher_frames"] >= 40 // 8
     cfg = json.loads((out / "config.json").read_text())
@@ -58,8 +67,22 @@ def test_synthetic_run_writes_all_outputs(tmp_path, capsys) -> None:
 
 def test_real_lvs_stream_runs(shared_data, tmp_path) -> None:
     out = tmp_path / "bikes"
-    rc = stream.main(["--lvs", str(shared_data / "lvs_mini"), "--stream", "bikes1", "--frames", "40",
-                      *TINY, "--no-video", "--cache-dir", str(tmp_path / "stores"), "--out", str(out)])
+    rc = stream.main(
+        [
+            "--lvs",
+            str(shared_data / "lvs_mini"),
+            "--stream",
+            "bikes1",
+            "--frames",
+            "40",
+            *TINY,
+            "--no-video",
+            "--cache-dir",
+            str(tmp_path / "stores"),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stream"] == "bikes1" and summary["frames"] == 40

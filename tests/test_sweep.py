@@ -28,8 +28,11 @@ from jitnet_jax.sweep.core import (
 H, W, N = 24, 32, 10
 BASE = OnlineConfig(
     student=StudentConfig(model=ModelConfig(num_classes=4), optim=OptimConfig(name="sgd", lr=0.01)),
-    chunk_size=5, u_max=2, delta_min=2, delta_max=4,
-)  # fmt: skip
+    chunk_size=5,
+    u_max=2,
+    delta_min=2,
+    delta_max=4,
+)
 # Two members that differ in everything a member can change (schedule kind, peak lr, momentum, knobs, seed).
 MEMBERS = [
     Member.from_config(BASE, seed=0),
@@ -141,16 +144,22 @@ def test_grid_parsing_and_pareto():
     members = make_grid(BASE, axes, seed=4)
     assert len(members) == 4 and {m.seed for m in members} == {4}
     assert [(m.lr, m.schedule) for m in members] == [
-        (0.003, "constant"), (0.003, "cosine"), (0.01, "constant"), (0.01, "cosine"),
-    ]  # fmt: skip
+        (0.003, "constant"),
+        (0.003, "cosine"),
+        (0.01, "constant"),
+        (0.01, "cosine"),
+    ]
     with pytest.raises(ValueError, match="cannot sweep 'width'"):
         parse_grid(["width=1,2"])
     with pytest.raises(ValueError, match="grid lr: cannot parse 'x'"):
         make_grid(BASE, {"lr": ["x"]})
     with pytest.raises(ValueError, match=r"sweep member 0 .*schedule must be one of"):
         run_sweep(SyntheticStream(4, H, W), BASE, make_grid(BASE, {"schedule": ["linear"]}), progress=False)
-    rows = [{"miou": 0.5, "teacher_fraction": 0.2}, {"miou": 0.4, "teacher_fraction": 0.3},
-            {"miou": 0.6, "teacher_fraction": 0.5}]  # fmt: skip
+    rows = [
+        {"miou": 0.5, "teacher_fraction": 0.2},
+        {"miou": 0.4, "teacher_fraction": 0.3},
+        {"miou": 0.6, "teacher_fraction": 0.5},
+    ]
     assert pareto_front(rows) == [0, 2]
 
 
@@ -161,17 +170,46 @@ def test_sweep_cli_writes_json_csv_and_pareto_plot(tmp_path):
     from experiments.sweep import main
 
     out = tmp_path / "sweep"
-    rc = main([
-        "--grid", "lr=0.003,0.01", "--grid", "a_thr=0.6", "--frames", "6", "--height", str(H), "--width", str(W),
-        "--chunk-size", "3", "--u-max", "2", "--optimizer", "sgd", "--mode", "map", "--no-flops",
-        "--no-progress", "--out", str(out),
-    ])  # fmt: skip
+    rc = main(
+        [
+            "--grid",
+            "lr=0.003,0.01",
+            "--grid",
+            "a_thr=0.6",
+            "--frames",
+            "6",
+            "--height",
+            str(H),
+            "--width",
+            str(W),
+            "--chunk-size",
+            "3",
+            "--u-max",
+            "2",
+            "--optimizer",
+            "sgd",
+            "--mode",
+            "map",
+            "--no-flops",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     doc = json.loads((out / "sweep.json").read_text())
     assert [m["lr"] for m in doc["members"]] == [0.003, 0.01]
     for row in doc["members"]:
-        for key in ("miou", "class_iou", "frames", "teacher_frames", "teacher_fraction", "updates",
-                    "speedup_cost_model", "wall_s"):  # fmt: skip
+        for key in (
+            "miou",
+            "class_iou",
+            "frames",
+            "teacher_frames",
+            "teacher_fraction",
+            "updates",
+            "speedup_cost_model",
+            "wall_s",
+        ):
             assert key in row, key
         assert row["frames"] == 6
     rows = list(csv.DictReader((out / "sweep.csv").open()))

@@ -14,9 +14,33 @@ STREAMS = ["bikes1", "highway_cctv1"]
 
 
 def _args(lvs, out):
-    return ["--lvs", str(lvs), "--streams", *STREAMS, "--out", str(out), "--height", "36", "--width", "64",
-            "--max-frames", "24", "--chunk-size", "8", "--pretrain-epochs", "1", "--pretrain-every", "8",
-            "--oracle-epochs", "1", "--fixed-updates", "2", "--width-multiplier", "0.25", "--no-progress"]  # fmt: skip
+    return [
+        "--lvs",
+        str(lvs),
+        "--streams",
+        *STREAMS,
+        "--out",
+        str(out),
+        "--height",
+        "36",
+        "--width",
+        "64",
+        "--max-frames",
+        "24",
+        "--chunk-size",
+        "8",
+        "--pretrain-epochs",
+        "1",
+        "--pretrain-every",
+        "8",
+        "--oracle-epochs",
+        "1",
+        "--fixed-updates",
+        "2",
+        "--width-multiplier",
+        "0.25",
+        "--no-progress",
+    ]
 
 
 def test_table_end_to_end_and_cache(shared_data, tmp_path, monkeypatch):
@@ -41,7 +65,9 @@ def test_table_end_to_end_and_cache(shared_data, tmp_path, monkeypatch):
             assert sm["frames"] == 24 and 0 <= sm["teacher_fraction"] <= 1
             assert 0 <= p["methods"][name]["stability"]["flip_rate"] <= 1
         fixed = p["methods"]["fixed_d8"]["summary"]
-        assert fixed["teacher_frames"] == 3 and fixed["updates"] == 2 * 3  # teacher at 0, 8, 16; 2 updates each
+        assert (
+            fixed["teacher_frames"] == 3 and fixed["updates"] == 2 * 3
+        )  # teacher at 0, 8, 16; 2 updates each
         assert p["methods"]["hold_d16"]["summary"]["teacher_frames"] == 2
         assert p["methods"]["hold_d8"]["summary"]["speedup_cost_model"] == pytest.approx(8.0)
         assert p["methods"]["no_adapt"]["summary"]["teacher_frames"] == 0
@@ -61,9 +87,24 @@ def test_table_end_to_end_and_cache(shared_data, tmp_path, monkeypatch):
 
 
 def test_bad_arguments_are_one_line(tmp_path, capsys, shared_data):
-    assert table.main(["--lvs", str(shared_data / "lvs_mini"), "--streams", "nope", "--out", str(tmp_path)]) == 2
-    assert table.main(["--lvs", str(shared_data / "lvs_mini"), "--streams", "bikes1", "--out", str(tmp_path),
-                       "--methods", "bogus"]) == 2  # fmt: skip
+    assert (
+        table.main(["--lvs", str(shared_data / "lvs_mini"), "--streams", "nope", "--out", str(tmp_path)]) == 2
+    )
+    assert (
+        table.main(
+            [
+                "--lvs",
+                str(shared_data / "lvs_mini"),
+                "--streams",
+                "bikes1",
+                "--out",
+                str(tmp_path),
+                "--methods",
+                "bogus",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "nope" in err[0] and "bogus" in err[1]
 

@@ -38,7 +38,9 @@ def test_jit_equals_eager() -> None:
     eager_state, eager_m = train_step(CFG, s0, frame, label, weight)
     jit_state, jit_m = jax.jit(train_step, static_argnums=0)(CFG, s0, frame, label, weight)
     np.testing.assert_allclose(eager_m["loss"], jit_m["loss"], rtol=1e-5)
-    for a, b in zip(jax.tree_util.tree_leaves(eager_state.params), jax.tree_util.tree_leaves(jit_state.params)):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(eager_state.params), jax.tree_util.tree_leaves(jit_state.params)
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert int(jit_state.step) == 1
 
@@ -66,8 +68,9 @@ def test_ignore_label_is_ignored() -> None:
     logits = jnp.zeros((1, 2, 2, 3)).at[0, 0, 0, 1].set(5.0)
     label = jnp.array([[[255, 0], [0, 0]]])
     a = weighted_cross_entropy(logits, label, jnp.ones((1, 2, 2)), 255)
-    b = weighted_cross_entropy(logits[:, :, :, :], jnp.array([[[0, 0], [0, 0]]]),
-                               jnp.array([[[0.0, 1], [1, 1]]]), 255)
+    b = weighted_cross_entropy(
+        logits[:, :, :, :], jnp.array([[[0, 0], [0, 0]]]), jnp.array([[[0.0, 1], [1, 1]]]), 255
+    )
     assert float(a) == pytest.approx(float(b))
 
 

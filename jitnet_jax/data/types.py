@@ -86,9 +86,7 @@ def pad_chunk(
     if n < chunk_size:
         pad = chunk_size - n
         frames = np.concatenate([frames, np.zeros((pad, *frames.shape[1:]), frames.dtype)])
-        labels = np.concatenate(
-            [labels, np.full((pad, *labels.shape[1:]), IGNORE_LABEL, labels.dtype)]
-        )
+        labels = np.concatenate([labels, np.full((pad, *labels.shape[1:]), IGNORE_LABEL, labels.dtype)])
         weights = np.concatenate([weights, np.zeros((pad, *weights.shape[1:]), weights.dtype)])
     return Chunk(
         frames.astype(np.uint8, copy=False),

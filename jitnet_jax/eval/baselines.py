@@ -154,9 +154,11 @@ class StabilityMeter:
 
 
 def teacher_stability(
-    source: StreamSource, max_frames: int | None = None, threshold: int = DEFAULT_STATIC_THRESHOLD,
+    source: StreamSource,
+    max_frames: int | None = None,
+    threshold: int = DEFAULT_STATIC_THRESHOLD,
     chunk_size: int = 64,
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, float]:
     """The flip rate of the teacher's own labels over the stream."""
     meter = StabilityMeter(threshold)
     for chunk in limited_chunks(source, chunk_size, max_frames):
@@ -168,9 +170,13 @@ def teacher_stability(
 
 
 def predict_chunk(
-    cfg: StudentConfig, params: Any, batch_stats: Any, frames: jnp.ndarray, labels: jnp.ndarray,
+    cfg: StudentConfig,
+    params: Any,
+    batch_stats: Any,
+    frames: jnp.ndarray,
+    labels: jnp.ndarray,
     valid: jnp.ndarray,
-) -> tuple[jnp.ndarray, jnp.ndarray]:  # fmt: skip
+) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Predict every frame of a chunk with fixed weights (``lax.map``, one frame at a time so that
     batch-statistics BatchNorm sees the same single-frame batches as online).
 
@@ -298,8 +304,9 @@ def run_label_hold(
                 held = np.where(chunk.labels[j] == IGNORE_LABEL, 0, chunk.labels[j]).astype(np.uint8)
                 teacher[j] = True
             preds[j] = held
-        parts.append(per_frame_rows(chunk.start, confusion_np(chunk.labels[:n], preds[:n], c), teacher,
-                                    delta=delta))  # fmt: skip
+        parts.append(
+            per_frame_rows(chunk.start, confusion_np(chunk.labels[:n], preds[:n], c), teacher, delta=delta)
+        )
         if on_chunk is not None:
             on_chunk(chunk, preds)
     return MethodRun(concat_rows(parts, c), 0.0)
@@ -366,12 +373,17 @@ def train_offline(
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     k = len(frames)
     if not (len(labels) == len(weights) == k) or k == 0:
-        raise ValueError(f"need the same positive number of frames/labels/weights, got {k}/{len(labels)}/"
-                         f"{len(weights)}")  # fmt: skip
+        raise ValueError(
+            f"need the same positive number of frames/labels/weights, got {k}/{len(labels)}/{len(weights)}"
+        )
     knobs = Knobs(
-        a_thr=jnp.float32(1.0), delta_min=jnp.int32(1), delta_max=jnp.int32(1), u_max=jnp.int32(1),
-        fg_weight=jnp.float32(fg_weight), bg_weight=jnp.float32(bg_weight),
-    )  # fmt: skip
+        a_thr=jnp.float32(1.0),
+        delta_min=jnp.int32(1),
+        delta_max=jnp.int32(1),
+        u_max=jnp.int32(1),
+        fg_weight=jnp.float32(fg_weight),
+        bg_weight=jnp.float32(bg_weight),
+    )
     w_eff = np.asarray(effective_weight(jnp.asarray(weights, jnp.float32), knobs))
     step = jit_train_step(cfg)
     state = jax.tree_util.tree_map(jnp.copy, state)  # the jitted step donates its input state

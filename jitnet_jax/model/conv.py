@@ -66,14 +66,14 @@ def _bwd(stride: int, padding: Padding, res, dy: jnp.ndarray):
     for i in range(kh):
         row = []
         for j in range(kw):
-            patch = xp[:, i: i + hs: stride, j: j + ws: stride, :]
+            patch = xp[:, i : i + hs : stride, j : j + ws : stride, :]
             row.append(patch.reshape(-1, patch.shape[-1]).T @ dy2)
             contrib = (dy2 @ kernel[i, j].T).reshape(n, ho, wo, -1)
-            dxp = dxp.at[:, i: i + hs: stride, j: j + ws: stride, :].add(contrib)
+            dxp = dxp.at[:, i : i + hs : stride, j : j + ws : stride, :].add(contrib)
         dk_rows.append(jnp.stack(row))
     dk = jnp.stack(dk_rows).astype(kernel.dtype)
     h, w = x.shape[1], x.shape[2]
-    dx = dxp[:, pt: pt + h, pl: pl + w, :].astype(x.dtype)
+    dx = dxp[:, pt : pt + h, pl : pl + w, :].astype(x.dtype)
     return dx, dk
 
 

@@ -163,7 +163,12 @@ def _depthwise_bn_relu(
 ) -> jnp.ndarray:
     c = x.shape[-1]
     x = nn.Conv(
-        c, (3, 3), strides=stride, padding="SAME", feature_group_count=c, use_bias=False,
+        c,
+        (3, 3),
+        strides=stride,
+        padding="SAME",
+        feature_group_count=c,
+        use_bias=False,
         kernel_init=_KERNEL_INIT,
     )(x)
     x = nn.BatchNorm(use_running_average=use_running_average, **bn)(x)
@@ -256,7 +261,7 @@ def init_variables(cfg: ModelConfig, rng: jax.Array, frame_shape: tuple[int, int
         name = getattr(path[-1], "key", None)
         if is_kernel(path):
             fan_in = int(np.prod(leaf.shape[:-1]))
-            chunk = noise[offset: offset + leaf.size].reshape(leaf.shape)
+            chunk = noise[offset : offset + leaf.size].reshape(leaf.shape)
             leaves.append(chunk * np.float32(np.sqrt(2.0 / fan_in)))
             offset += leaf.size
         elif name == "scale":
@@ -265,9 +270,11 @@ def init_variables(cfg: ModelConfig, rng: jax.Array, frame_shape: tuple[int, int
             leaves.append(jnp.zeros(leaf.shape, leaf.dtype))
     params = jax.tree_util.tree_unflatten(treedef, leaves)
     stats = jax.tree_util.tree_map_with_path(
-        lambda p, leaf: jnp.ones(leaf.shape, leaf.dtype)
-        if getattr(p[-1], "key", None) == "var"
-        else jnp.zeros(leaf.shape, leaf.dtype),
+        lambda p, leaf: (
+            jnp.ones(leaf.shape, leaf.dtype)
+            if getattr(p[-1], "key", None) == "var"
+            else jnp.zeros(leaf.shape, leaf.dtype)
+        ),
         shapes["batch_stats"],
     )
     return {"params": params, "batch_stats": stats}

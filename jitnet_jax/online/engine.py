@@ -158,6 +158,7 @@ def teacher_updates(
     """
     h, w = label.shape
     if apply is None:
+
         def apply(s: StudentState, g: Any, b: Any) -> StudentState:
             return apply_grads(cfg, s, g, b)
 

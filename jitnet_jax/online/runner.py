@@ -110,7 +110,7 @@ class PerFrameBuffer:
                 grown[key] = buf
             self._data = grown
         for key in PER_FRAME_KEYS:
-            self._data[key][self._n: need] = rows[key]
+            self._data[key][self._n : need] = rows[key]
         self._n = need
 
     def view(self) -> dict[str, np.ndarray]:
@@ -266,8 +266,13 @@ def summarize(
     }
     if gflops is not None:
         out["speedup_flops"] = flops_speedup(
-            frames, teacher_frames, updates + passed, updates,
-            gflops["infer_gflops"], gflops["train_step_gflops"], cost,
+            frames,
+            teacher_frames,
+            updates + passed,
+            updates,
+            gflops["infer_gflops"],
+            gflops["train_step_gflops"],
+            cost,
         )
         out.update({k: float(v) for k, v in gflops.items()})
     return out

@@ -96,7 +96,9 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise CheckpointMismatch(f"{path}: not a {FORMAT_NAME} checkpoint")
     if meta.get("version") != FORMAT_VERSION:
-        raise CheckpointMismatch(f"{path}: checkpoint version {meta.get('version')!r} is not {FORMAT_VERSION}")
+        raise CheckpointMismatch(
+            f"{path}: checkpoint version {meta.get('version')!r} is not {FORMAT_VERSION}"
+        )
     return meta
 
 

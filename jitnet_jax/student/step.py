@@ -118,9 +118,7 @@ def loss_and_grads(
     return grads, new_stats, aux
 
 
-def apply_grads(
-    config: StudentConfig, state: StudentState, grads: Any, new_batch_stats: Any
-) -> StudentState:
+def apply_grads(config: StudentConfig, state: StudentState, grads: Any, new_batch_stats: Any) -> StudentState:
     """Apply ``grads`` with the configured optax chain; returns the next state."""
     tx = make_optimizer(config.optim)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

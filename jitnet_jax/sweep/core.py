@@ -114,9 +114,18 @@ class Member:
     def from_config(cfg: OnlineConfig, seed: int = 0, stream: int = 0) -> Member:
         o = cfg.student.optim
         return Member(
-            cfg.a_thr, cfg.delta_min, cfg.delta_max, cfg.u_max, cfg.fg_weight, cfg.bg_weight,
-            o.lr, o.schedule, o.momentum, seed, stream,
-        )  # fmt: skip
+            cfg.a_thr,
+            cfg.delta_min,
+            cfg.delta_max,
+            cfg.u_max,
+            cfg.fg_weight,
+            cfg.bg_weight,
+            o.lr,
+            o.schedule,
+            o.momentum,
+            seed,
+            stream,
+        )
 
     def online_config(self, base: OnlineConfig) -> OnlineConfig:
         """The single-run :class:`OnlineConfig` equivalent to this member (validated)."""
@@ -125,9 +134,15 @@ class Member:
         )
         student = dataclasses.replace(base.student, optim=optim)
         cfg = dataclasses.replace(
-            base, student=student, a_thr=self.a_thr, delta_min=self.delta_min, delta_max=self.delta_max,
-            u_max=self.u_max, fg_weight=self.fg_weight, bg_weight=self.bg_weight,
-        )  # fmt: skip
+            base,
+            student=student,
+            a_thr=self.a_thr,
+            delta_min=self.delta_min,
+            delta_max=self.delta_max,
+            u_max=self.u_max,
+            fg_weight=self.fg_weight,
+            bg_weight=self.bg_weight,
+        )
         return cfg.validate()
 
     def label(self, keys: Sequence[str] | None = None) -> str:
@@ -303,7 +318,13 @@ def member_teacher_updates(
     """:func:`~jitnet_jax.online.engine.teacher_updates` for one member with its own lr schedule (same loop,
     same stopping rule). ``active=False`` runs no pass. Returns ``(student, pred, updates, acc)``."""
     return teacher_updates(
-        cfg, mp.knobs, student, frame, label, weight, active,
+        cfg,
+        mp.knobs,
+        student,
+        frame,
+        label,
+        weight,
+        active,
         apply=lambda s, g, b: _apply(cfg, mp, s, g, b),
     )
 

@@ -72,9 +72,13 @@ class YoloV8Seg:
     name = "yolov8_seg"
 
     def __init__(
-        self, model_path: str | os.PathLike, num_threads: int = 2, conf: float = 0.3, iou: float = 0.5,
+        self,
+        model_path: str | os.PathLike,
+        num_threads: int = 2,
+        conf: float = 0.3,
+        iou: float = 0.5,
         max_det: int = 100,
-    ):  # fmt: skip
+    ):
         self.it = load_interpreter(model_path, num_threads)
         self.input_index = self.it.get_input_details()[0]["index"]
         outs = self.it.get_output_details()
