@@ -19,7 +19,7 @@ assert jax.device_count() == 4, jax.devices()
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
 from jitnet_jax.online.engine import OnlineConfig
 from jitnet_jax.online.sharding import member_mesh, MEMBER_AXIS
-from jitnet_jax.sweep.core import Member, run_sweep, member_state, stream_miou
+from jitnet_jax.sweep.driver import Member, run_sweep, member_state, stream_miou
 from jitnet_jax.data.synthetic import SyntheticStream
 
 base = OnlineConfig(student=StudentConfig(model=ModelConfig(num_classes=4), optim=OptimConfig(name="sgd")),

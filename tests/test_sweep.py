@@ -12,7 +12,7 @@ from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
 from jitnet_jax.data.synthetic import SyntheticStream
 from jitnet_jax.online.engine import OnlineConfig
 from jitnet_jax.online.runner import run_stream
-from jitnet_jax.sweep.core import (
+from jitnet_jax.sweep.driver import (
     Member,
     check_memory,
     make_grid,
@@ -100,7 +100,7 @@ def test_vmapped_sweep_matches_separate_runs(source, separate):
 
 def _scan_body_primitives(mode: str) -> tuple[set[str], set[str]]:
     """Primitive names at the top level of the chunk's scan body, and inside its conds."""
-    from jitnet_jax.sweep.core import init_sweep_state
+    from jitnet_jax.sweep.driver import init_sweep_state
 
     mp = member_params(MEMBERS)
     state = jax.eval_shape(lambda: init_sweep_state(BASE, MEMBERS, (H, W)))
