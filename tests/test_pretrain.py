@@ -1,5 +1,6 @@
-"""Offline pretraining: class mapping by name, label-store examples (leave-one-out), tfds examples
-(``tfds.testing.mock_data``, no download, no TensorFlow), and the CLI writing a loadable checkpoint."""
+"""Offline pretraining: class mapping by name, augmentation, label-store examples (leave-one-out), tfds
+examples (``tfds.testing.mock_data``, no download, no TensorFlow), CamVid (a fake folder), and the CLI
+writing a loadable checkpoint; bad input is a one-line error."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import importlib.util
 import numpy as np
 import pytest
 
-from experiments import pretrain as pt
+from experiments import pretrain as cli
 from jitnet_jax.config import ModelConfig
 from jitnet_jax.data.label_store import LabelStoreWriter, StoreHeader
 from jitnet_jax.data.types import IGNORE_LABEL
+from jitnet_jax.student import pretrain as pt
 from jitnet_jax.student.pretrained import load_student, read_meta
 
 TRAFFIC = ("background", "person", "car_bus_truck", "bicycle_motorcycle")
@@ -27,6 +29,76 @@ def test_class_map_by_name():
     assert lut[:4].tolist() == [0, 2, 0, 3]
     with pytest.raises(ValueError, match="background"):
         pt.class_map(TRAFFIC, ("person",))
+
+
+def test_class_map_synonyms_ignore_and_missing():
+    from teacher.tfds_camvid import CLASS_NAMES
+
+    lut = pt.class_map(CLASS_NAMES, TRAFFIC, require_all=True, source="camvid")
+    # pedestrian -> person, car -> car_bus_truck, bicyclist -> bicycle_motorcycle, unlabelled -> ignore
+    assert lut[:12].tolist() == [0] * 8 + [2, 1, 3, IGNORE_LABEL]
+    with pytest.raises(ValueError, match="camvid has no class for dog"):
+        pt.class_map(CLASS_NAMES, ("background", "person", "dog"), require_all=True, source="camvid")
+
+
+def test_augment_identity_flip_and_determinism():
+    import jax
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    label = rng.integers(0, 4, (24, 32)).astype(np.uint8)
+    weight = pt.label_weights(label)
+    ident = pt.Augment(24, 32, 1.0, 1.0, False, 0.0, 0.0, 0.0)
+    f, y, w = pt.augment_example(jax.random.key(0), frame, label, weight, ident)
+    assert np.array_equal(f, frame) and np.array_equal(y, label) and np.array_equal(w, weight)
+    flip = pt.Augment(24, 32, 1.0, 1.0, True, 0.0, 0.0, 0.0)
+    outs = [pt.augment_example(jax.random.key(k), frame, label, weight, flip)[1] for k in range(8)]
+    assert all(np.array_equal(o, label) or np.array_equal(o, label[:, ::-1]) for o in outs)
+    assert any(np.array_equal(o, label[:, ::-1]) for o in outs)
+    # a 4:3 source, 16:9 windows, full jitter: shapes, dtypes, labels from the source, same key = same output
+    big = rng.integers(0, 256, (36, 48, 3), dtype=np.uint8)
+    big_y = rng.integers(0, 4, (36, 48)).astype(np.uint8)
+    aug = pt.Augment(18, 32)
+    a = pt.augment_example(jax.random.key(5), big, big_y, pt.label_weights(big_y), aug)
+    b = pt.augment_example(jax.random.key(5), big, big_y, pt.label_weights(big_y), aug)
+    assert a[0].shape == (18, 32, 3) and a[0].dtype == np.uint8 and a[1].shape == (18, 32)
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+    assert set(np.unique(a[1])) <= set(np.unique(big_y))
+    with pytest.raises(ValueError, match="min_scale"):
+        pt.Augment(18, 32, min_scale=0.0).validate()
+
+
+def test_cli_camvid_fake_folder(tmp_path):
+    from test_tfds_camvid import write_fake_camvid
+
+    root = write_fake_camvid(tmp_path / "camvid", per_split=4)
+    out = tmp_path / "ckpt"
+    args = ["--tfds", "camvid", "--manual-dir", str(root), "--tfds-data-dir", str(tmp_path / "tfds")]
+    small = ["--height", "36", "--width", "64", "--epochs", "3", "--batch-size", "2", "--no-progress"]
+    assert cli.main([*args, *small, "--width-multiplier", "0.25", "--out", str(out)]) == 0
+    info = read_meta(out)["info"]
+    assert info["classes"] == list(TRAFFIC) and info["examples"] == 4 and len(info["losses"]) == 3
+    assert info["losses"][-1] < info["losses"][0]
+    ev = info["eval"]
+    assert ev["split"] == "test" and ev["frames"] == 4 and ev["size"] == [48, 64]
+    assert set(ev["class_iou"]) == set(TRAFFIC) and 0 <= ev["miou"] <= 1
+    load_student(out, ModelConfig(num_classes=4, width_multiplier=0.25))
+
+
+def test_cli_camvid_bad_input_is_one_line(tmp_path, capsys):
+    from test_tfds_camvid import write_fake_camvid
+
+    assert (
+        cli.main(["--tfds", "camvid", "--manual-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "c")])
+        == 2
+    )
+    root = write_fake_camvid(tmp_path / "camvid", per_split=1)
+    bad = ["--tfds", "camvid", "--manual-dir", str(root), "--tfds-data-dir", str(tmp_path / "tfds")]
+    assert cli.main([*bad, "--classes", "background,person,dog", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+    assert "CamVid folder" in err[0] and "camvid has no class for dog" in err[1]
+    assert not (tmp_path / "c").exists()
 
 
 def _store(tmp_path, name, class_groups, label_value, n=8, h=24, w=32):
@@ -62,7 +134,7 @@ def test_store_examples_map_classes(tmp_path):
 
 def test_cli_leave_one_out_on_real_streams(shared_data, tmp_path):
     out = tmp_path / "ckpt"
-    rc = pt.main(
+    rc = cli.main(
         [
             "--lvs",
             str(shared_data / "lvs_mini"),
@@ -98,8 +170,8 @@ def test_cli_leave_one_out_on_real_streams(shared_data, tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert pt.main(["--out", str(tmp_path / "c")]) == 2
-    assert pt.main(["--out", str(tmp_path / "c"), "--tfds", "x"]) == 2
+    assert cli.main(["--out", str(tmp_path / "c")]) == 2
+    assert cli.main(["--out", str(tmp_path / "c"), "--tfds", "x"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
 
@@ -125,7 +197,7 @@ def test_tfds_mock_semantic_path(tmp_path):
         assert set(np.unique(labels)) <= {0, 1, IGNORE_LABEL}
         assert ((weights > 1) == (labels == 1)).all() and ((weights == 0) == (labels == IGNORE_LABEL)).all()
         out = tmp_path / "ckpt"
-        rc = pt.main(
+        rc = cli.main(
             [
                 "--tfds",
                 "lvs_streams/bikes1",
