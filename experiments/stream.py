@@ -109,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--cache-dir", default="label_stores", help="where precomputed label stores go")
     run = p.add_argument_group("run")
     add_config_flags(run)
-    run.add_argument("--init", help="start from a pretrained student checkpoint (experiments.pretrain)")
+    run.add_argument(
+        "--init",
+        help="start from a pretrained student: 'camvid' (the shipped CamVid student) or a checkpoint "
+        "directory (experiments.pretrain); the class head is mapped to the stream's classes by name",
+    )
     out = p.add_argument_group("outputs")
     out.add_argument("--out", help="output folder (default runs/<stream>-<time>)")
     out.add_argument("--no-video", action="store_true", help="don't write video.mp4")
@@ -296,9 +300,11 @@ def _run(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, out: Pa
     key = jax.random.key(cfg.seed)
     state = new_state(cfg.online, key, (info.height, info.width))
     if args.init:
-        from jitnet_jax.student.pretrained import load_student
+        from jitnet_jax.student.pretrained import load_student_for_classes, resolve_init
 
-        params, stats = load_student(args.init, cfg.online.student.model)
+        params, stats, _ = load_student_for_classes(
+            resolve_init(args.init), cfg.online.student.model, info.class_names, jax.random.fold_in(key, 1)
+        )
         state = state.replace(student=state.student.replace(params=params, batch_stats=stats))
 
     per_frame = None
