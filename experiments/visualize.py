@@ -283,6 +283,7 @@ def plot_timeline(
     title: str | None = None,
     cuts: Sequence[int] = (),
     dpi: int = 120,
+    scored: np.ndarray | None = None,
 ) -> Path:
     """Save a timeline PNG (like the paper's per-stream figure).
 
@@ -297,6 +298,9 @@ def plot_timeline(
       title: figure title.
       cuts: frame indices of scene cuts, drawn as dashed vertical lines on every panel.
       dpi: output resolution.
+      scored: bool ``[N]``, the frames whose counts measure accuracy (a live run's audited frames); the
+        others are left out of the mIoU windows. None: every frame. When no frame is scored, the mIoU
+        panel says that accuracy was not measured instead of drawing a curve.
     Returns:
       the path written.
     """
@@ -313,17 +317,32 @@ def plot_timeline(
     for key, arr in (("teacher", teacher), ("updates", updates), ("delta", delta)):
         if arr.shape != (n,):
             raise ValueError(f"per_frame[{key!r}] must have shape [{n}], got {arr.shape}")
-    starts, miou = windowed_miou(per_frame["tp"], per_frame["fp"], per_frame["fn"], window)
     if len(per_frame["tp"]) != n:
         raise ValueError(f"tp/fp/fn must have {n} rows, got {len(per_frame['tp'])}")
+    counts = [np.asarray(per_frame[k]) for k in ("tp", "fp", "fn")]
+    if scored is not None:
+        scored = np.asarray(scored, bool)
+        if scored.shape != (n,):
+            raise ValueError(f"scored must have shape [{n}], got {scored.shape}")
+        counts = [np.where(scored[:, None], c, 0) for c in counts]
+    starts, miou = windowed_miou(*counts, window)
+    measured = scored is None or bool(scored.any())
     ends = np.minimum(starts + window, n) - 1
     mid = (frame[starts] + frame[ends]) / 2.0 if n else np.zeros(0)
     upd = np.add.reduceat(updates, starts) if n else np.zeros(0)
 
     fig = Figure(figsize=(12, 6.5), dpi=dpi, layout="constrained")
     ax1, ax2, ax3 = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 1, 1]})
-    ax1.plot(mid, miou, "-o", ms=2.5, lw=1.2, color="tab:blue", label=f"mIoU ({window}-frame windows)")
-    if np.any(~np.isnan(miou)):
+    what = "audited frames, " if scored is not None else ""
+    if measured:
+        ax1.plot(
+            mid, miou, "-o", ms=2.5, lw=1.2, color="tab:blue", label=f"mIoU ({what}{window}-frame windows)"
+        )
+    else:
+        ax1.text(
+            0.5, 0.5, "accuracy not measured (no audit)", transform=ax1.transAxes, ha="center", va="center"
+        )
+    if measured and np.any(~np.isnan(miou)):
         ax1.axhline(np.nanmean(miou), color="tab:blue", lw=0.8, ls="--", alpha=0.6, label="mean of windows")
     ax1.plot(
         frame[teacher], np.full(int(teacher.sum()), 0.02), "|", ms=6, color="tab:orange", label="teacher ran"

@@ -70,7 +70,7 @@ def test_deeplab_finds_person_and_car(shared_data):
     seg = teacher.segment(person)
     assert (seg == 15).mean() > 0.01  # VOC 15 = person
     labels, weights = rasterize(teacher(person), 90, 160, lut)
-    assert (labels == 1).mean() > 0.01 and (weights[labels == 1] == 10).all()
+    assert (labels == 1).mean() > 0.01 and (weights[labels == 1] == 2).all()  # REGION_BOX
     lot = frame_at(shared_data / "clips" / "parking_lot_overhead.mp4", 200)
     inst = teacher(lot)
     assert (inst.classes == COCO_ID["car"]).any() and (inst.scores == 1.0).all()
@@ -97,3 +97,15 @@ def test_bad_model_and_unknown_teacher(tmp_path):
     bad.write_bytes(b"not a flatbuffer" * 10)
     with pytest.raises(DataError, match="bad.tflite: not a loadable TFLite model"):
         load_interpreter(bad)
+
+
+def test_a_model_file_for_another_backend_is_refused(shared_data):
+    from teacher.backends import make_teacher
+
+    models = shared_data / "models"
+    with pytest.raises(DataError, match=r"deeplabv3_mnv2_pascal_quant.tflite: not a YOLOv8-seg model"):
+        make_teacher("yolov8_seg", models / "deeplabv3_mnv2_pascal_quant.tflite")
+    with pytest.raises(DataError, match=r"yolov8n-seg_int8.tflite: not a DeepLabV3 VOC"):
+        make_teacher("deeplab", models / "yolov8n-seg_int8.tflite")
+    with pytest.raises(DataError, match=r"inputs \[1, 257, 257, 3\] float32"):  # the float DeepLab
+        make_teacher("deeplab", models / "deeplabv3_257_mv_gpu.tflite")

@@ -50,6 +50,32 @@ def load_interpreter(model_path: str | os.PathLike, num_threads: int = 2) -> Any
     return it
 
 
+def check_signature(
+    it: Any,
+    model_path: str | os.PathLike,
+    backend: str,
+    inputs: list[tuple[tuple[int, ...], str]],
+    outputs: list[tuple[tuple[int, ...], str]],
+) -> None:
+    """Raise a one-line :class:`DataError` unless the interpreter's input/output shapes and dtypes are
+    exactly ``inputs`` / ``outputs`` (outputs in any order): a model file that loads but is not the
+    model the backend was written for (e.g. a DeepLab file given to ``yolov8_seg``)."""
+
+    def sig(details: list[dict[str, Any]]) -> list[tuple[tuple[int, ...], str]]:
+        return [(tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]).name) for d in details]
+
+    got_in, got_out = sig(it.get_input_details()), sig(it.get_output_details())
+    if got_in != inputs or sorted(got_out) != sorted(outputs):
+
+        def fmt(s: list[tuple[tuple[int, ...], str]]) -> str:
+            return ", ".join(f"{list(shape)} {dt}" for shape, dt in s)
+
+        raise DataError(
+            f"{Path(model_path)}: not a {backend} model (inputs {fmt(got_in)}; outputs {fmt(got_out)}; "
+            f"expected inputs {fmt(inputs)}; outputs {fmt(outputs)})"
+        )
+
+
 def default_model_path(name: str) -> Path:
     """``$JITNET_DATA/models/<default file>`` for backend ``name`` (raises if it cannot be found)."""
     if name not in BACKENDS:

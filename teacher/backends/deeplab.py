@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from teacher.backends import letterbox, load_interpreter
+from teacher.backends import check_signature, letterbox, load_interpreter
 from teacher.class_groups import COCO_ID
 from teacher.rasterize import Instances
 
@@ -110,6 +110,13 @@ class DeepLabVOC:
 
     def __init__(self, model_path: str | os.PathLike, num_threads: int = 2, min_area: int = 16):
         self.it = load_interpreter(model_path, num_threads)
+        check_signature(
+            self.it,
+            model_path,
+            "DeepLabV3 VOC (513, uint8)",
+            [((1, INPUT, INPUT, 3), "uint8")],
+            [((1, INPUT, INPUT), "int64")],
+        )
         self.input_index = self.it.get_input_details()[0]["index"]
         self.output_index = self.it.get_output_details()[0]["index"]
         self.min_area = min_area

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from teacher.backends import letterbox, load_interpreter
+from teacher.backends import check_signature, letterbox, load_interpreter
 from teacher.rasterize import Instances
 
 INPUT = 640
@@ -80,6 +80,13 @@ class YoloV8Seg:
         max_det: int = 100,
     ):
         self.it = load_interpreter(model_path, num_threads)
+        check_signature(
+            self.it,
+            model_path,
+            "YOLOv8-seg",
+            [((1, INPUT, INPUT, 3), "float32")],
+            [((1, 116, 8400), "float32"), ((1, PROTO, PROTO, 32), "float32")],
+        )
         self.input_index = self.it.get_input_details()[0]["index"]
         outs = self.it.get_output_details()
         self.det_index = next(o["index"] for o in outs if tuple(o["shape"]) == (1, 116, 8400))
