@@ -25,7 +25,7 @@ from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
 from jitnet_jax.data.synthetic import SyntheticStream
 from jitnet_jax.online.engine import OnlineConfig
 from jitnet_jax.online.runner import run_stream
-from jitnet_jax.sweep.driver import Member, run_sweep
+from jitnet_jax.sweep import Member, run_sweep
 
 
 def bench_members(base: OnlineConfig, k: int) -> list[Member]:

@@ -111,7 +111,7 @@ def write_outputs(
 ) -> None:
     """``sweep.json``, ``sweep.csv`` and ``pareto.png`` (atomic writes)."""
     from jitnet_jax.config import to_dict
-    from jitnet_jax.sweep.driver import Member, pareto_front
+    from jitnet_jax.sweep import Member, pareto_front
 
     front = set(pareto_front(rows))
     for i, r in enumerate(rows):
@@ -138,7 +138,7 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jitnet_jax.sweep.driver import pareto_front
+    from jitnet_jax.sweep import pareto_front
 
     x = [100 * r["teacher_fraction"] for r in rows]
     y = [r["miou"] for r in rows]
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     from experiments.stream import make_config
-    from jitnet_jax.sweep.driver import make_grid, parse_grid
+    from jitnet_jax.sweep import make_grid, parse_grid
 
     cfg = make_config(args)
     axes: dict[str, list[Any]] = {}
@@ -214,7 +214,7 @@ def run_and_write(
 ) -> int:
     import jax
 
-    from jitnet_jax.sweep.driver import run_sweep, summarize_sweep
+    from jitnet_jax.sweep import run_sweep, summarize_sweep
 
     info = sources[0].info
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"

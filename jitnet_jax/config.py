@@ -1,4 +1,4 @@
-"""Frozen, hashable configuration dataclasses for the student and its optimiser.
+"""Frozen, hashable configuration dataclasses: the student, its optimiser and the online loop.
 
 Every config is a frozen dataclass so it can be a static argument of ``jax.jit``
 and be written to / read from JSON. ``validate()`` raises a one-line ``ValueError``
@@ -132,6 +132,71 @@ class StudentConfig:
             raise ValueError(
                 f"ignore_label {self.ignore_label} collides with a class id (num_classes="
                 f"{self.model.num_classes})"
+            )
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineConfig:
+    """Online distillation settings (paper defaults): the one place each online knob has its default.
+
+    Attributes:
+      student: the student network and optimiser.
+      a_thr: accuracy threshold in (0, 1] on the smoothed min-class IoU.
+      delta_min, delta_max: bounds of the teacher stride (frames).
+      u_max: maximum updates per teacher frame.
+      fg_weight, bg_weight: loss weight inside / outside the teacher's dilated boxes (the engine turns
+        the source's map into these weights in ``online.engine.effective_weight``).
+      chunk_size: frames per compiled scan (static shape).
+      replay_size: ``R``, the last R teacher frames (frame, label, loss weight) kept in a ring buffer in
+        the online state (beyond the paper; 0 = the paper, no buffer).
+      replay_batch: ``B``, frames per update: the current teacher frame plus ``B - 1`` frames sampled
+        from the buffer (1 without replay; needs ``2 <= B <= R + 1`` with replay).
+      teacher_delay: ``d``, frames between running the teacher on a frame and its label reaching the
+        student (a simulated teacher latency; 0 = the paper: the label is there at once). The student
+        keeps predicting meanwhile and trains on the stored frame and label ``d`` frames later.
+    """
+
+    student: StudentConfig = StudentConfig()
+    a_thr: float = 0.8
+    delta_min: int = 8
+    delta_max: int = 64
+    u_max: int = 8
+    fg_weight: float = 10.0
+    bg_weight: float = 1.0
+    chunk_size: int = 64
+    replay_size: int = 0
+    replay_batch: int = 1
+    teacher_delay: int = 0
+
+    def validate(self) -> OnlineConfig:
+        self.student.validate()
+        if not 0 < self.a_thr <= 1:
+            raise ValueError(f"a_thr must be in (0, 1], got {self.a_thr}")
+        if self.delta_min < 1:
+            raise ValueError(f"delta_min must be >= 1, got {self.delta_min}")
+        if self.delta_min > self.delta_max:
+            raise ValueError(f"delta_min ({self.delta_min}) must be <= delta_max ({self.delta_max})")
+        if self.u_max < 1:
+            raise ValueError(f"u_max must be >= 1, got {self.u_max}")
+        if self.fg_weight < 0 or self.bg_weight < 0:
+            raise ValueError("fg_weight and bg_weight must be >= 0")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.replay_size < 0:
+            raise ValueError(f"replay_size must be >= 0, got {self.replay_size}")
+        if self.replay_batch < 1:
+            raise ValueError(f"replay_batch must be >= 1, got {self.replay_batch}")
+        if self.replay_batch > self.replay_size + 1:
+            raise ValueError(
+                f"replay batch B={self.replay_batch} larger than buffer R+1={self.replay_size + 1} "
+                "(set replay_size >= replay_batch - 1)"
+            )
+        if self.teacher_delay < 0:
+            raise ValueError(f"teacher_delay must be >= 0 frames, got {self.teacher_delay}")
+        if self.replay_size > 0 and self.replay_batch < 2:
+            raise ValueError(
+                f"replay_size={self.replay_size} needs replay_batch >= 2 (the current frame plus B-1 replayed)"
             )
         return self
 

@@ -12,7 +12,7 @@ from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
 from jitnet_jax.data.synthetic import SyntheticStream
 from jitnet_jax.online.engine import OnlineConfig
 from jitnet_jax.online.runner import run_stream
-from jitnet_jax.sweep.driver import (
+from jitnet_jax.sweep import (
     Member,
     check_memory,
     make_grid,
@@ -100,7 +100,7 @@ def test_vmapped_sweep_matches_separate_runs(source, separate):
 
 def _scan_body_primitives(mode: str) -> tuple[set[str], set[str]]:
     """Primitive names at the top level of the chunk's scan body, and inside its conds."""
-    from jitnet_jax.sweep.driver import init_sweep_state
+    from jitnet_jax.sweep import init_sweep_state
 
     mp = member_params(MEMBERS)
     state = jax.eval_shape(lambda: init_sweep_state(BASE, MEMBERS, (H, W)))
@@ -134,7 +134,7 @@ def test_gating_decides_any_teacher_outside_the_vmap():
 def test_k_too_large_is_refused_before_compiling(source):
     with pytest.raises(ValueError, match=r"sweep of K=64 configurations at 24x32 needs .* at most K=\d+ fit"):
         run_sweep(source, BASE, [MEMBERS[0]] * 64, memory_budget=200 * 2**20, progress=False)
-    est = check_memory(BASE.student, 1, (H, W), BASE.chunk_size)
+    est = check_memory(BASE, 1, (H, W), BASE.chunk_size)
     assert est.per_member > est.state > est.params > 0
     assert est.total(8) == est.shared + 8 * est.per_member
 

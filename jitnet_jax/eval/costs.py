@@ -22,10 +22,16 @@ class CostModel:
     teacher_gflops: float = 12.6
 
 
-def cost_model_speedup(frames: int, teacher_frames: int, updates: int, cost: CostModel) -> float:
-    """``300 N / (7 (N - T) + 300 T + 30 U)`` with the configured costs."""
+def cost_model_speedup(
+    frames: int, teacher_frames: int, updates: int, cost: CostModel, frames_per_update: int = 1
+) -> float:
+    """``300 N / (7 (N - T) + 300 T + 30 B U)`` with the configured costs.
+
+    ``frames_per_update`` (``B``): frames one update trains on (``OnlineConfig.replay_batch``: the
+    current teacher frame plus ``B - 1`` replayed ones; 1 in the paper).
+    """
     spent = cost.infer_ms * (frames - teacher_frames) + cost.teacher_ms * teacher_frames
-    spent += cost.train_ms * updates
+    spent += cost.train_ms * updates * frames_per_update
     return cost.teacher_ms * frames / max(spent, 1e-9)
 
 
@@ -37,10 +43,13 @@ def flops_speedup(
     infer_gflops: float,
     train_gflops: float,
     cost: CostModel,
+    frames_per_update: int = 1,
 ) -> float:
     """Teacher on every frame against: student inference on non-teacher frames, the teacher on teacher
-    frames, ``updates`` training steps, and the forward passes that only measured accuracy
-    (``passes - updates``, a pass that passed the threshold and so took no update)."""
+    frames, ``updates`` training steps of ``frames_per_update`` frames each (``train_gflops`` is one
+    frame's step; replay trains on ``B`` frames per update), and the forward passes that only measured
+    accuracy (``passes - updates``, a pass that passed the threshold and so took no update; the check is
+    on the current frame only)."""
     spent = infer_gflops * (frames - teacher_frames) + cost.teacher_gflops * teacher_frames
-    spent += train_gflops * updates + infer_gflops * max(passes - updates, 0)
+    spent += train_gflops * updates * frames_per_update + infer_gflops * max(passes - updates, 0)
     return cost.teacher_gflops * frames / max(spent, 1e-9)

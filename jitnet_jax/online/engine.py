@@ -14,68 +14,76 @@ One chunk (``run_chunk``): ``lax.scan`` of ``frame_step`` over ``T`` frames, the
 behind ``lax.cond``, the update loop a ``lax.while_loop``; per-frame stats stay on the device and
 reach the host once per chunk.
 
-The controller's knobs (``a_thr``, ``delta_min``, ``delta_max``, ``u_max``, loss weights) are traced
-arrays in :class:`Knobs`, so the same functions can be ``vmap``-ed over a sweep axis.
+The teacher-frame step (:func:`teacher_step`: the update loop, the accuracy check, the stride, the next
+teacher frame, the counters, the replay buffer) is the ONE place the algorithm lives: single runs scan
+:func:`frame_step`, sweeps (``jitnet_jax.sweep``) ``vmap``/``lax.map`` the same function, and the
+reference loop (``online.reference``) checks it.
+
+The controller's knobs (``a_thr``, ``delta_min``, ``delta_max``, ``u_max``, loss weights, and a sweep
+member's peak lr and schedule) are traced arrays in :class:`Knobs`, so the same functions can be
+``vmap``-ed over a sweep axis.
+
+**Replay** (beyond the paper; ``OnlineConfig.replay_size = R > 0``): the state carries a ring buffer of
+the last ``R`` teacher frames (uint8 frame, uint8 label, float32 loss weight) on the device. Each update
+trains on the current frame plus ``B - 1`` frames sampled without replacement from the filled slots
+(key: the half of ``student.rng``'s split that the update does not keep), BatchNorm per frame,
+gradients averaged (:func:`~jitnet_jax.student.step.loss_and_grads_batch`). The accuracy check and the
+prediction stay on the current frame; the frame enters the buffer after its updates. ``R = 0`` has no
+buffer (``state.replay is None``) and is exactly the paper's loop.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
 
-from jitnet_jax.config import StudentConfig
+from jitnet_jax.config import OnlineConfig, StudentConfig
 from jitnet_jax.student.metrics import confusion_matrix
-from jitnet_jax.student.step import StudentState, apply_grads, loss_and_grads, predict
+from jitnet_jax.student.step import (
+    StudentState,
+    apply_grads,
+    init_state,
+    loss_and_grads,
+    loss_and_grads_batch,
+    predict,
+)
 
-
-@dataclasses.dataclass(frozen=True)
-class OnlineConfig:
-    """Online distillation settings (paper defaults).
-
-    Attributes:
-      student: the student network and optimiser.
-      a_thr: accuracy threshold in (0, 1] on the smoothed min-class IoU.
-      delta_min, delta_max: bounds of the teacher stride (frames).
-      u_max: maximum updates per teacher frame.
-      fg_weight, bg_weight: loss weight inside / outside the teacher's dilated boxes. The engine reads
-        the source's weight map as a box mask (weight > 1 is inside a box, weight 0 is ignored).
-      chunk_size: frames per compiled scan (static shape).
-    """
-
-    student: StudentConfig = StudentConfig()
-    a_thr: float = 0.8
-    delta_min: int = 8
-    delta_max: int = 64
-    u_max: int = 8
-    fg_weight: float = 10.0
-    bg_weight: float = 1.0
-    chunk_size: int = 64
-
-    def validate(self) -> OnlineConfig:
-        self.student.validate()
-        if not 0 < self.a_thr <= 1:
-            raise ValueError(f"a_thr must be in (0, 1], got {self.a_thr}")
-        if self.delta_min < 1:
-            raise ValueError(f"delta_min must be >= 1, got {self.delta_min}")
-        if self.delta_min > self.delta_max:
-            raise ValueError(f"delta_min ({self.delta_min}) must be <= delta_max ({self.delta_max})")
-        if self.u_max < 1:
-            raise ValueError(f"u_max must be >= 1, got {self.u_max}")
-        if self.fg_weight < 0 or self.bg_weight < 0:
-            raise ValueError("fg_weight and bg_weight must be >= 0")
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        return self
+__all__ = [
+    "BRANCHES",
+    "Knobs",
+    "OnlineConfig",
+    "OnlineState",
+    "ReplayBuffer",
+    "effective_weight",
+    "frame_step",
+    "init_online_state",
+    "init_replay",
+    "is_teacher_frame",
+    "make_run_chunk",
+    "new_online_state",
+    "next_delta",
+    "PendingLabel",
+    "init_pending",
+    "trains_now",
+    "replay_push",
+    "replay_sample",
+    "run_chunk",
+    "student_step",
+    "teacher_step",
+    "teacher_updates",
+]
 
 
 @flax.struct.dataclass
 class Knobs:
-    """Traced controller hyperparameters (scalars, or ``[K]`` under a sweep ``vmap``)."""
+    """Traced controller hyperparameters (scalars, or ``[K]`` under a sweep ``vmap``).
+
+    ``lr``/``schedule`` (float32 peak lr, int32 index into :data:`~jitnet_jax.config.SCHEDULES`) are a
+    sweep member's optimiser hyperparameters; ``None`` (a single run) uses the config's.
+    """
 
     a_thr: jnp.ndarray  # float32
     delta_min: jnp.ndarray  # int32
@@ -83,6 +91,8 @@ class Knobs:
     u_max: jnp.ndarray  # int32
     fg_weight: jnp.ndarray  # float32
     bg_weight: jnp.ndarray  # float32
+    lr: jnp.ndarray | None = None  # float32
+    schedule: jnp.ndarray | None = None  # int32
 
     @staticmethod
     def from_config(cfg: OnlineConfig) -> Knobs:
@@ -97,6 +107,48 @@ class Knobs:
 
 
 @flax.struct.dataclass
+class ReplayBuffer:
+    """The last ``R`` teacher frames, a ring buffer on the device (static shapes).
+
+    Attributes:
+      frames: uint8 ``[R, H, W, 3]``; labels: uint8 ``[R, H, W]``; weights: float32 ``[R, H, W]`` (the
+        effective loss weight, see :func:`effective_weight`).
+      count: int32, teacher frames pushed so far (slot of the next push: ``count % R``).
+      batch: ``B`` frames per update (static: part of the tree structure, not a leaf).
+    """
+
+    frames: jnp.ndarray
+    labels: jnp.ndarray
+    weights: jnp.ndarray
+    count: jnp.ndarray
+    batch: int = flax.struct.field(pytree_node=False, default=1)
+
+    @property
+    def size(self) -> int:
+        return self.frames.shape[0]
+
+
+@flax.struct.dataclass
+class PendingLabel:
+    """A teacher label on its way to the student (simulated teacher latency, ``teacher_delay = d > 0``).
+
+    Attributes:
+      frame: uint8 ``[H, W, 3]``; label: uint8 ``[H, W]``; weight: float32 ``[H, W]`` (effective): the
+        teacher frame and what the teacher said about it.
+      index: int32 stream index of that frame.
+      arrival: int32 stream index at which the label reaches the student (-1: nothing in flight).
+      delay: ``d`` (static).
+    """
+
+    frame: jnp.ndarray
+    label: jnp.ndarray
+    weight: jnp.ndarray
+    index: jnp.ndarray
+    arrival: jnp.ndarray
+    delay: int = flax.struct.field(pytree_node=False, default=1)
+
+
+@flax.struct.dataclass
 class OnlineState:
     """Everything the online loop carries from frame to frame.
 
@@ -107,6 +159,8 @@ class OnlineState:
       cursor: int32 stream index of the next frame to process.
       teacher_frames: int32 teacher frames so far.
       updates: int32 updates so far.
+      replay: the replay buffer, or None without replay (the paper).
+      pending: the teacher label in flight with a delayed teacher, or None (the paper).
     """
 
     student: StudentState
@@ -115,10 +169,49 @@ class OnlineState:
     cursor: jnp.ndarray
     teacher_frames: jnp.ndarray
     updates: jnp.ndarray
+    replay: ReplayBuffer | None = None
+    pending: PendingLabel | None = None
 
 
-def init_online_state(student: StudentState, cfg: OnlineConfig) -> OnlineState:
-    """The controller starts with ``delta = delta_min`` and runs the teacher on frame 0."""
+def init_replay(cfg: OnlineConfig, frame_shape: tuple[int, int]) -> ReplayBuffer | None:
+    """An empty replay buffer for ``cfg.replay_size`` frames of ``(H, W)`` (None when it is 0)."""
+    if cfg.replay_size == 0:
+        return None
+    r, (h, w) = cfg.replay_size, frame_shape
+    return ReplayBuffer(
+        frames=jnp.zeros((r, h, w, 3), jnp.uint8),
+        labels=jnp.zeros((r, h, w), jnp.uint8),
+        weights=jnp.zeros((r, h, w), jnp.float32),
+        count=jnp.int32(0),
+        batch=cfg.replay_batch,
+    )
+
+
+def init_pending(cfg: OnlineConfig, frame_shape: tuple[int, int]) -> PendingLabel | None:
+    """Nothing in flight (None without a teacher delay)."""
+    if cfg.teacher_delay == 0:
+        return None
+    h, w = frame_shape
+    return PendingLabel(
+        frame=jnp.zeros((h, w, 3), jnp.uint8),
+        label=jnp.zeros((h, w), jnp.uint8),
+        weight=jnp.zeros((h, w), jnp.float32),
+        index=jnp.int32(-1),
+        arrival=jnp.int32(-1),
+        delay=cfg.teacher_delay,
+    )
+
+
+def init_online_state(
+    student: StudentState, cfg: OnlineConfig, frame_shape: tuple[int, int] | None = None
+) -> OnlineState:
+    """The controller starts with ``delta = delta_min`` and runs the teacher on frame 0.
+
+    ``frame_shape`` ``(H, W)`` is needed with replay or a teacher delay (it sizes their buffers)."""
+    if (cfg.replay_size > 0 or cfg.teacher_delay > 0) and frame_shape is None:
+        raise ValueError(
+            "init_online_state needs frame_shape=(H, W) when replay_size > 0 or teacher_delay > 0"
+        )
     return OnlineState(
         student=student,
         delta=jnp.int32(cfg.delta_min),
@@ -126,13 +219,54 @@ def init_online_state(student: StudentState, cfg: OnlineConfig) -> OnlineState:
         cursor=jnp.int32(0),
         teacher_frames=jnp.int32(0),
         updates=jnp.int32(0),
+        replay=None if frame_shape is None else init_replay(cfg, frame_shape),
+        pending=None if frame_shape is None else init_pending(cfg, frame_shape),
     )
+
+
+def new_online_state(cfg: OnlineConfig, key: jax.Array, frame_shape: tuple[int, int]) -> OnlineState:
+    """A fresh student (``init_state(key, ...)``) in a fresh online state for frames of ``(H, W)``."""
+    return init_online_state(init_state(key, cfg.student, frame_shape), cfg, frame_shape)
 
 
 def effective_weight(weight: jnp.ndarray, knobs: Knobs) -> jnp.ndarray:
     """float32 ``[H, W]``: ``fg_weight`` where the source weight > 1 (inside boxes), ``bg_weight``
     where it is in (0, 1], 0 where it is 0."""
     return jnp.where(weight > 1.0, knobs.fg_weight, jnp.where(weight > 0.0, knobs.bg_weight, 0.0))
+
+
+def replay_sample(
+    buf: ReplayBuffer, key: jax.Array, frame: jnp.ndarray, label: jnp.ndarray, weight: jnp.ndarray
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """The current frame plus ``B - 1`` buffer frames drawn uniformly without replacement from the filled
+    slots. While fewer than ``B - 1`` slots are filled, the missing ones are masked out.
+
+    Returns ``(frames uint8 [B, H, W, 3], labels int32 [B, H, W], weights float32 [B, H, W], mask bool [B])``.
+    """
+    r, n_rep = buf.size, buf.batch - 1
+    filled = jnp.minimum(buf.count, r)
+    slots = jnp.arange(r)
+    u = jnp.where(slots < filled, jax.random.uniform(key, (r,)), 2.0)
+    _, idx = jax.lax.top_k(-u, n_rep)
+    mask = jnp.concatenate([jnp.ones((1,), bool), idx < filled])
+    frames = jnp.concatenate([frame[None], buf.frames[idx]])
+    labels = jnp.concatenate([label[None].astype(jnp.int32), buf.labels[idx].astype(jnp.int32)])
+    weights = jnp.concatenate([weight[None], buf.weights[idx]])
+    return frames, labels, weights, mask
+
+
+def replay_push(
+    buf: ReplayBuffer, frame: jnp.ndarray, label: jnp.ndarray, weight: jnp.ndarray
+) -> ReplayBuffer:
+    """``buf`` with the teacher frame (uint8 frame, int label, float32 effective weight) in slot
+    ``count % R`` (the oldest is overwritten once full)."""
+    slot = buf.count % buf.size
+    return buf.replace(
+        frames=buf.frames.at[slot].set(frame),
+        labels=buf.labels.at[slot].set(label.astype(jnp.uint8)),
+        weights=buf.weights.at[slot].set(weight),
+        count=buf.count + 1,
+    )
 
 
 def teacher_updates(
@@ -143,24 +277,20 @@ def teacher_updates(
     label: jnp.ndarray,
     weight: jnp.ndarray,
     active: jnp.ndarray | bool = True,
-    apply: Callable[[StudentState, Any, Any], StudentState] | None = None,
+    replay: ReplayBuffer | None = None,
 ) -> tuple[StudentState, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     """The update loop on a teacher frame (``lax.while_loop``).
 
     Args:
       frame: uint8 ``[H, W, 3]``; label: int ``[H, W]``; weight: float32 ``[H, W]`` (already effective).
       active: bool scalar; when False no pass runs (used to mask idle members under ``vmap``).
-      apply: ``(student, grads, new_batch_stats) -> student``; default
-        :func:`~jitnet_jax.student.step.apply_grads` with ``cfg`` (a sweep passes a per-member optimiser).
+      replay: the replay buffer (each update then trains on the current frame plus ``B - 1`` replayed
+        frames); None: the current frame alone.
     Returns:
       ``(student, pred int32 [H, W], updates int32, acc float32)`` where ``pred`` and ``acc`` are from
-      the last forward pass (before the last update).
+      the last forward pass (before the last update) on the current frame.
     """
     h, w = label.shape
-    if apply is None:
-
-        def apply(s: StudentState, g: Any, b: Any) -> StudentState:
-            return apply_grads(cfg, s, g, b)
 
     def cond(c: tuple[Any, ...]) -> jnp.ndarray:
         _, k, _, _, stop = c
@@ -168,9 +298,13 @@ def teacher_updates(
 
     def body(c: tuple[Any, ...]) -> tuple[Any, ...]:
         s, k, _, _, _ = c
-        grads, new_stats, aux = loss_and_grads(cfg, s, frame, label, weight)
+        if replay is None:
+            grads, new_stats, aux = loss_and_grads(cfg, s, frame, label, weight)
+        else:
+            batch = replay_sample(replay, jax.random.split(s.rng)[1], frame, label, weight)
+            grads, new_stats, aux = loss_and_grads_batch(cfg, s, *batch)
         passed = aux["min_iou"] > knobs.a_thr
-        updated = apply(s, grads, new_stats)
+        updated = apply_grads(cfg, s, grads, new_stats, knobs.lr, knobs.schedule)
         s = jax.tree_util.tree_map(lambda old, new: jnp.where(passed, old, new), s, updated)
         return s, k + jnp.where(passed, 0, 1).astype(jnp.int32), aux["pred"], aux["min_iou"], passed
 
@@ -185,6 +319,119 @@ def next_delta(knobs: Knobs, delta: jnp.ndarray, acc: jnp.ndarray) -> jnp.ndarra
     return jnp.clip(grown, knobs.delta_min, knobs.delta_max).astype(jnp.int32)
 
 
+StepOut = tuple[OnlineState, jnp.ndarray, jnp.ndarray, jnp.ndarray]
+
+
+def teacher_step(
+    cfg: StudentConfig,
+    knobs: Knobs,
+    s: OnlineState,
+    frame: jnp.ndarray,
+    label: jnp.ndarray,
+    weight: jnp.ndarray,
+    active: jnp.ndarray | bool = True,
+    masked: bool = False,
+    frame_index: jnp.ndarray | None = None,
+) -> StepOut:
+    """THE teacher-frame step: the update loop, the stride, the next teacher frame, the counters and the
+    replay buffer.
+
+    Args:
+      frame: uint8 ``[H, W, 3]``; label: int32 ``[H, W]``; weight: float32 ``[H, W]`` (effective).
+      active: with ``masked``, whether this is really a teacher frame (a gated sweep runs the step for
+        every member and masks the idle ones: they keep their state and only predict).
+      frame_index: the teacher frame's stream index (default ``s.cursor``; a delayed label's frame is
+        older): the next teacher frame is ``frame_index + delta``.
+    Returns:
+      ``(state, pred int32 [H, W], updates int32, acc float32)`` (``cursor`` is not advanced here).
+    """
+    student, pred, k, acc = teacher_updates(cfg, knobs, s.student, frame, label, weight, active, s.replay)
+    delta = next_delta(knobs, s.delta, acc)
+    taught = s.replace(
+        student=student,
+        delta=delta,
+        next_teacher=(s.cursor if frame_index is None else frame_index) + delta,
+        teacher_frames=s.teacher_frames + 1,
+        updates=s.updates + k,
+        replay=None if s.replay is None else replay_push(s.replay, frame, label, weight),
+    )
+    if not masked:
+        return taught, pred, k, acc
+    s = jax.tree_util.tree_map(lambda new, old: jnp.where(active, new, old), taught, s)
+    pred = jnp.where(active, pred, predict(cfg, s.student, frame))
+    return s, pred, jnp.where(active, k, 0), jnp.where(active, acc, 0.0)
+
+
+def student_step(cfg: StudentConfig, s: OnlineState, frame: jnp.ndarray) -> StepOut:
+    """Any other frame: one prediction, no state change. Same outputs as :func:`teacher_step`."""
+    return s, predict(cfg, s.student, frame), jnp.int32(0), jnp.float32(0.0)
+
+
+def is_teacher_frame(state: OnlineState, valid: jnp.ndarray) -> jnp.ndarray:
+    """bool: the frame at ``state.cursor`` is a (valid) teacher frame (the teacher runs on it)."""
+    return jnp.logical_and(valid, state.cursor == state.next_teacher)
+
+
+def trains_now(state: OnlineState, valid: jnp.ndarray) -> jnp.ndarray:
+    """bool: the teacher step runs at this frame: a teacher frame, or with a delayed teacher the frame
+    at which a label arrives (what a gated sweep gates on)."""
+    if state.pending is None:
+        return is_teacher_frame(state, valid)
+    return jnp.logical_and(valid, state.pending.arrival == state.cursor)
+
+
+def _delayed_frame_step(
+    cfg: StudentConfig,
+    knobs: Knobs,
+    state: OnlineState,
+    frame: jnp.ndarray,
+    label: jnp.ndarray,
+    w: jnp.ndarray,
+    valid: jnp.ndarray,
+    branch: str,
+) -> tuple[OnlineState, jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """:func:`frame_step` with a teacher delay ``d > 0``: (1) if the label in flight arrives at this
+    frame, the teacher step runs on its stored frame and label (the next teacher frame is
+    ``index + delta``, and not before this frame: one label in flight at a time); (2) if this is a teacher
+    frame, the teacher runs on it and its label is stored, arriving ``d`` frames later; (3) the student
+    predicts this frame (after any training). Returns ``(state, pred, updates, acc, is_teacher)``."""
+    p = state.pending
+    arrive = trains_now(state, valid)
+
+    def train(s: OnlineState, active: Any, masked: bool) -> tuple[OnlineState, Any, Any]:
+        s2, _, k, acc = teacher_step(
+            cfg, knobs, s, p.frame, p.label.astype(jnp.int32), p.weight, active, masked, frame_index=p.index
+        )
+        nt = jnp.where(active, jnp.maximum(s2.next_teacher, s.cursor), s2.next_teacher)
+        return s2.replace(next_teacher=nt), k, acc
+
+    if branch == "cond":
+        state, k, acc = jax.lax.cond(
+            arrive,
+            lambda s: train(s, True, False),
+            lambda s: (s, jnp.int32(0), jnp.float32(0.0)),
+            state,
+        )
+    elif branch == "masked":
+        state, k, acc = train(state, arrive, True)
+    else:
+        k, acc = jnp.int32(0), jnp.float32(0.0)
+    is_teacher = is_teacher_frame(state, valid)
+    sent = p.replace(
+        frame=frame,
+        label=label.astype(jnp.uint8),
+        weight=w,
+        index=state.cursor,
+        arrival=state.cursor + p.delay,
+    )
+    pending = jax.tree_util.tree_map(lambda new, old: jnp.where(is_teacher, new, old), sent, state.pending)
+    state = state.replace(pending=pending)
+    return state, predict(cfg, state.student, frame), k, acc, is_teacher
+
+
+BRANCHES = ("cond", "masked", "student")
+
+
 def frame_step(
     cfg: StudentConfig,
     knobs: Knobs,
@@ -193,33 +440,39 @@ def frame_step(
     label: jnp.ndarray,
     weight: jnp.ndarray,
     valid: jnp.ndarray,
+    branch: str = "cond",
 ) -> tuple[OnlineState, dict[str, jnp.ndarray]]:
     """Process one frame (see module docstring). Padding frames (``valid=False``) change nothing.
 
+    Args:
+      branch: how the teacher/student choice is made. ``"cond"``: a ``lax.cond`` (single runs, a sweep's
+        ``map`` mode; under ``vmap`` it runs both branches, a sweep's ``naive`` mode). ``"masked"``: the
+        teacher step with idle members masked (a gated sweep's frames where some member trains).
+        ``"student"``: the frame is known to be no teacher frame (a gated sweep's other frames).
     Returns ``(state, stats)`` with stats: ``teacher`` bool, ``updates`` int32, ``delta`` int32 (after
     this frame), ``acc`` float32 (last measured control accuracy; 0 on student-only frames),
     ``confusion`` int32 ``[C, C]`` and ``pred`` uint8 ``[H, W]``.
     """
-    is_teacher = jnp.logical_and(valid, state.cursor == state.next_teacher)
+    if branch not in BRANCHES:
+        raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
+    is_teacher = is_teacher_frame(state, valid)
     label = label.astype(jnp.int32)
     w = effective_weight(weight, knobs)
-
-    def on_teacher(s: OnlineState) -> tuple[OnlineState, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-        student, pred, k, acc = teacher_updates(cfg, knobs, s.student, frame, label, w)
-        delta = next_delta(knobs, s.delta, acc)
-        s = s.replace(
-            student=student,
-            delta=delta,
-            next_teacher=s.cursor + delta,
-            teacher_frames=s.teacher_frames + 1,
-            updates=s.updates + k,
+    if state.pending is not None:
+        state, pred, k, acc, is_teacher = _delayed_frame_step(
+            cfg, knobs, state, frame, label, w, valid, branch
         )
-        return s, pred, k, acc
-
-    def on_student(s: OnlineState) -> tuple[OnlineState, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-        return s, predict(cfg, s.student, frame), jnp.int32(0), jnp.float32(0.0)
-
-    state, pred, k, acc = jax.lax.cond(is_teacher, on_teacher, on_student, state)
+    elif branch == "cond":
+        state, pred, k, acc = jax.lax.cond(
+            is_teacher,
+            lambda s: teacher_step(cfg, knobs, s, frame, label, w),
+            lambda s: student_step(cfg, s, frame),
+            state,
+        )
+    elif branch == "masked":
+        state, pred, k, acc = teacher_step(cfg, knobs, state, frame, label, w, is_teacher, masked=True)
+    else:
+        state, pred, k, acc = student_step(cfg, state, frame)
     state = state.replace(cursor=state.cursor + valid.astype(jnp.int32))
     stats = {
         "teacher": is_teacher,
@@ -245,8 +498,8 @@ def run_chunk(
     """``lax.scan`` of :func:`frame_step` over a chunk.
 
     Args:
-      frames: uint8 ``[T, H, W, 3]``; labels: uint8/int ``[T, H, W]``; weights: float32 ``[T, H, W]``;
-      valid: bool ``[T]``.
+      frames: uint8 ``[T, H, W, 3]``; labels: uint8/int ``[T, H, W]``; weights: ``[T, H, W]`` (the
+        source's map); valid: bool ``[T]``.
       keep_preds: also return the predictions (uint8 ``[T, H, W]``).
     Returns:
       ``(state, stats)``, each stat stacked over ``T``.

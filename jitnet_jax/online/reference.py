@@ -14,10 +14,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from jitnet_jax.data.types import StreamSource
-from jitnet_jax.online.engine import Knobs, OnlineConfig, effective_weight
+from jitnet_jax.online.engine import (
+    Knobs,
+    OnlineConfig,
+    effective_weight,
+    init_replay,
+    replay_push,
+    replay_sample,
+)
 from jitnet_jax.online.runner import PER_FRAME_KEYS
 from jitnet_jax.student.metrics import confusion_matrix
-from jitnet_jax.student.step import StudentState, apply_grads, init_state, loss_and_grads, predict
+from jitnet_jax.student.step import (
+    StudentState,
+    apply_grads,
+    init_state,
+    loss_and_grads,
+    loss_and_grads_batch,
+    predict,
+)
 
 
 def run_reference(
@@ -27,20 +41,28 @@ def run_reference(
     max_frames: int | None = None,
     student: StudentState | None = None,
 ) -> tuple[StudentState, dict[str, np.ndarray], float]:
-    """Run Algorithm 1 frame by frame in Python.
+    """Run Algorithm 1 frame by frame in Python (with replay when ``cfg.replay_size > 0``: the same
+    buffer helpers and the same sampling key as the engine).
 
     Returns:
       ``(student_state, per_frame, wall_s)`` with the same per-frame keys as
       :func:`jitnet_jax.online.runner.run_stream` and ``wall_s`` excluding the first-call compilations.
     """
     cfg.validate()
+    if cfg.teacher_delay:
+        raise ValueError("the reference loop has no teacher delay (teacher_delay must be 0)")
     scfg = cfg.student
     info = source.info
     c = info.num_classes
     knobs = Knobs.from_config(cfg)
     if student is None:
         student = init_state(key, scfg, (info.height, info.width))
-    lg = jax.jit(lambda s, f, y, w: loss_and_grads(scfg, s, f, y, effective_weight(w, knobs)))
+    eff = jax.jit(lambda w: effective_weight(w, knobs))
+    lg = jax.jit(lambda s, f, y, w: loss_and_grads(scfg, s, f, y, w))
+    lgb = jax.jit(lambda s, f, y, w, m: loss_and_grads_batch(scfg, s, f, y, w, m))
+    sample = jax.jit(replay_sample)
+    push = jax.jit(replay_push)
+    buf = init_replay(cfg, (info.height, info.width))
     ap = jax.jit(lambda s, g, b: apply_grads(scfg, s, g, b))
     pr = jax.jit(lambda s, f: predict(scfg, s, f))
     cm = jax.jit(lambda y, p: confusion_matrix(y, p, c))
@@ -66,8 +88,13 @@ def run_reference(
             label = chunk.labels[i].astype(np.int32)
             updates, acc = 0, 0.0
             if t == next_teacher:
+                weight = eff(chunk.weights[i])
                 while updates < cfg.u_max:
-                    grads, stats, aux = lg(student, frame, label, chunk.weights[i])
+                    if buf is None:
+                        grads, stats, aux = lg(student, frame, label, weight)
+                    else:
+                        batch = sample(buf, jax.random.split(student.rng)[1], frame, label, weight)
+                        grads, stats, aux = lgb(student, *batch)
                     acc = float(aux["min_iou"])
                     pred = aux["pred"]
                     if acc > cfg.a_thr:
@@ -76,6 +103,8 @@ def run_reference(
                     updates += 1
                 delta = min(2 * delta, cfg.delta_max) if acc > cfg.a_thr else max(delta // 2, cfg.delta_min)
                 next_teacher = t + delta
+                if buf is not None:
+                    buf = push(buf, frame, label, weight)
                 teacher = True
             else:
                 pred = pr(student, frame)
@@ -104,3 +133,26 @@ def run_reference(
         "fn": np.asarray(rows["fn"], np.int64).reshape(-1, c),
     }
     return student, per_frame, wall
+
+
+#: Float tolerance of the control accuracy when comparing two runs (a pixel flip moves it by ~1e-4+).
+ACC_TOL = 1e-5
+
+
+def agreed_prefix(
+    got: dict[str, np.ndarray], ref: dict[str, np.ndarray], a_thr: float, tol: float = ACC_TOL
+) -> int:
+    """Frames over which two runs' decisions are determined exactly.
+
+    Up to (not including) the first teacher frame (or frame with a control accuracy) where the two control accuracies differ by more than
+    ``tol`` or either lies within ``tol`` of ``a_thr``. Until then both runs saw the same accuracies on
+    the same side of the threshold, so their teacher frames, updates and strides must be identical;
+    after it, float drift between two differently compiled (but equivalent) programs may legitimately
+    change a decision on a chaotic run, and only bounds hold.
+    """
+    checked = got["teacher"] | ref["teacher"] | (got["acc"] != 0) | (ref["acc"] != 0)  # delayed: at arrival
+    for i in np.nonzero(checked)[0]:
+        a, b = float(got["acc"][i]), float(ref["acc"][i])
+        if abs(a - b) > tol or min(abs(a - a_thr), abs(b - a_thr)) <= tol:
+            return int(i)
+    return len(got["frame"])

@@ -125,7 +125,7 @@ def confusion_from_per_frame(per_frame: dict[str, np.ndarray]) -> tuple[np.ndarr
 
 def new_state(cfg: OnlineConfig, key: jax.Array, frame_shape: tuple[int, int]) -> OnlineState:
     """A fresh online state for frames of ``(H, W)``."""
-    return init_online_state(init_state(key, cfg.student, frame_shape), cfg)
+    return init_online_state(init_state(key, cfg.student, frame_shape), cfg, frame_shape)
 
 
 def run_stream(

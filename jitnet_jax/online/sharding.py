@@ -3,7 +3,7 @@
 The sweep's state and per-member settings carry a leading ``[K]`` member axis; they are placed with
 ``NamedSharding(mesh, P("members"))`` so each device holds ``K / n_devices`` members, and the chunk's
 frames are replicated. The compiled program is the same ``jax.jit`` of
-:func:`~jitnet_jax.sweep.driver.sweep_chunk`: GSPMD partitions it along the member axis (the only cross-device
+:func:`~jitnet_jax.sweep.compiled.sweep_chunk`: GSPMD partitions it along the member axis (the only cross-device
 traffic is the one-bit ``any(is_teacher)`` reduction per frame and the update loop's "any member still
 training" test). Members read their stream by index, so several streams are handled by giving members
 different ``stream`` indices (e.g. one stream per device: ``K = n_streams``).

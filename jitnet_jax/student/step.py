@@ -36,7 +36,7 @@ class StudentState:
       batch_stats: BatchNorm running averages (float32 pytree).
       opt_state: optax state (includes injected lr/momentum hyperparameters).
       step: int32 scalar, number of updates applied.
-      rng: PRNG key (reserved for stochastic layers / augmentation; threaded, never reused).
+      rng: PRNG key, split once per update; the half an update does not keep samples replayed frames.
     """
 
     params: Any
@@ -118,9 +118,68 @@ def loss_and_grads(
     return grads, new_stats, aux
 
 
-def apply_grads(config: StudentConfig, state: StudentState, grads: Any, new_batch_stats: Any) -> StudentState:
-    """Apply ``grads`` with the configured optax chain; returns the next state."""
-    tx = make_optimizer(config.optim)
+def loss_and_grads_batch(
+    config: StudentConfig,
+    state: StudentState,
+    frames: jnp.ndarray,
+    labels: jnp.ndarray,
+    weights: jnp.ndarray,
+    mask: jnp.ndarray,
+) -> tuple[Any, Any, dict[str, jnp.ndarray]]:
+    """One fused forward/backward pass on ``B`` frames, BatchNorm over each frame separately.
+
+    Each frame is its own batch of one (the network is ``vmap``-ed over the frames, so BatchNorm
+    normalises every frame with its own statistics, as a single-frame update does); the loss is the mean
+    of the per-frame losses of the frames with ``mask`` True, so the gradient is the mean of the per-frame
+    gradients. Frame 0 is the current frame: the prediction, confusion, control accuracy and the new
+    batch stats in ``aux``/``new_batch_stats`` are frame 0's.
+
+    Args:
+      frames: uint8 ``[B, H, W, 3]``; labels: int ``[B, H, W]``; weights: float32 ``[B, H, W]``;
+      mask: bool ``[B]`` (frame 0 must be True).
+    Returns:
+      ``(grads, new_batch_stats, aux)`` as :func:`loss_and_grads`.
+    """
+
+    def loss_fn(params: Any) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray, Any]]:
+        def one(f: jnp.ndarray, y: jnp.ndarray, w: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, Any]:
+            logits, new_stats = apply_model(config, params, state.batch_stats, f[None], True)
+            return weighted_cross_entropy(logits, y[None], w[None], config.ignore_label), logits[0], new_stats
+
+        losses, logits, new_stats = jax.vmap(one)(frames, labels, weights)
+        m = mask.astype(jnp.float32)
+        loss = (losses * m).sum() / jnp.maximum(m.sum(), 1.0)
+        return loss, (losses[0], logits[0], jax.tree_util.tree_map(lambda x: x[0], new_stats))
+
+    (_, (loss0, logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    label = labels[0]
+    pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    conf = confusion_matrix(label, pred, config.model.num_classes)
+    aux = {
+        "loss": loss0,
+        "pred": pred,
+        "confusion": conf,
+        "min_iou": smoothed_min_iou(conf, config.iou_smoothing),
+    }
+    return grads, new_stats, aux
+
+
+def apply_grads(
+    config: StudentConfig,
+    state: StudentState,
+    grads: Any,
+    new_batch_stats: Any,
+    lr: jnp.ndarray | None = None,
+    schedule: jnp.ndarray | None = None,
+) -> StudentState:
+    """Apply ``grads`` with the configured optax chain; returns the next state.
+
+    ``lr``/``schedule``: optional traced peak lr and schedule index (a sweep member's), see
+    :func:`~jitnet_jax.student.optim.make_optimizer`. The state's ``rng`` advances to the first half of
+    its split; the second half (``jax.random.split(state.rng)[1]``) is free for the caller to use for
+    this step's sampling (replay).
+    """
+    tx = make_optimizer(config.optim, lr, schedule)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     rng, _ = jax.random.split(state.rng)
