@@ -2,7 +2,7 @@
 
     python -m experiments.stream                      # embedded synthetic stream, no downloads
     python -m experiments.stream --lvs ../shared/data/lvs_mini --stream residential_street1
-    python -m experiments.stream --store label_stores/residential_street1__lvs__180x320
+    python -m experiments.stream --store stores/res1    # made by python -m teacher.precompute --out stores/res1
     python -m experiments.stream --video clip.mp4 --teacher yolov8_seg   # precomputes labels, then runs
 
 Every field of the run config can be set with ``--set path=value`` (e.g. ``--set online.student.optim.b2=0.99``)
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 import warnings
@@ -29,6 +28,7 @@ import numpy as np
 from jitnet_jax.config import SCHEDULES, ModelConfig, OptimConfig, StudentConfig, from_dict, override, to_dict
 from jitnet_jax.data.types import StreamSource
 from jitnet_jax.eval.costs import CostModel
+from jitnet_jax.io import atomic_write_text, lock_output
 from jitnet_jax.online.engine import OnlineConfig
 from jitnet_jax.online.runner import StreamResult, run_stream, summarize
 
@@ -144,12 +144,19 @@ _FLAG_FIELDS = {
 }
 
 
+#: Keys of a run's ``config.json`` that record the run rather than configure it (skipped by ``--config``).
+_RECORD_KEYS = ("stream", "class_names", "fingerprint")
+
+
 def make_config(args: argparse.Namespace) -> RunConfig:
     """Defaults <- ``--config`` file <- dedicated flags <- ``--set`` overrides; then validated."""
     cfg = RunConfig()
     if args.config:
         try:
-            cfg = from_dict(RunConfig, json.loads(Path(args.config).read_text()))
+            data = json.loads(Path(args.config).read_text())
+            for key in _RECORD_KEYS:  # a run's config.json also records what the run ran on
+                data.pop(key, None)
+            cfg = from_dict(RunConfig, data)
         except (OSError, json.JSONDecodeError, TypeError) as e:
             raise ValueError(f"{args.config}: cannot read run config ({e})") from None
     if args.frames is not None and args.frames < 1:
@@ -209,12 +216,6 @@ def open_source(args: argparse.Namespace, cfg: RunConfig) -> StreamSource:
     return SyntheticStream(num_frames=cfg.frames or 1500, height=cfg.height, width=cfg.width, seed=cfg.seed)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_per_frame_csv(path: Path, per_frame: dict[str, np.ndarray], class_names: tuple[str, ...]) -> None:
     """One row per frame: frame, teacher, updates, delta, acc, then tp/fp/fn per class."""
     cols = ["frame", "teacher", "updates", "delta", "acc"]
@@ -231,7 +232,7 @@ def write_per_frame_csv(path: Path, per_frame: dict[str, np.ndarray], class_name
         for j in range(len(class_names)):
             row += [str(int(per_frame[k][i, j])) for k in ("tp", "fp", "fn")]
         lines.append(",".join(row))
-    _atomic_write(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -280,23 +281,81 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         return _run(args, cfg, source, out)
-    except ValueError as e:
+    except ValueError as e:  # includes DataError, CheckpointError, OutputBusy
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. a full disk while writing an output
+        print(f"error: {out}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+
+
+def run_fingerprint(cfg: RunConfig, source: StreamSource, init: str | None = None) -> dict[str, Any]:
+    """Everything that determines a run's results, flat (see ``checkpoint.make_fingerprint``): the whole
+    run config, the stream (name, size, classes, teacher and the identity of its labels: a label store's
+    content digest or the synthetic generator's version), the ``--init`` checkpoint's digest and the
+    checkpoint format version."""
+    from jitnet_jax.online.checkpoint import make_fingerprint
+
+    extra: dict[str, Any] = {"stream.identity": str(getattr(source, "identity", type(source).__name__))}
+    if init:
+        from jitnet_jax.io.atomic import path_digest
+        from jitnet_jax.student.pretrained import resolve_init
+
+        extra["init"] = path_digest(resolve_init(init))
+    return make_fingerprint(cfg, source.info, **extra)
 
 
 def _run(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, out: Path) -> int:
+    """Run holding the output folder's lock for the whole run (a second process is refused)."""
+    lock = lock_output(out, "run folder")
+    try:
+        return _run_locked(args, cfg, source, out)
+    finally:
+        lock.release()
+
+
+def _checkpoint_steps(ckdir: Path) -> list[int]:
+    """Cursors of the complete checkpoints in ``ckdir`` (without creating it)."""
+    if not ckdir.is_dir():
+        return []
+    return sorted(int(p.name) for p in ckdir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _recorded_fingerprint(out: Path) -> dict[str, Any]:
+    """The fingerprint a run recorded in ``out/config.json`` ({} when absent or unreadable)."""
+    try:
+        rec = json.loads((out / "config.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    fp = rec.get("fingerprint") if isinstance(rec, dict) else None
+    return fp if isinstance(fp, dict) else {}
+
+
+def _run_locked(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, out: Path) -> int:
     from jitnet_jax.eval.flops import student_flops
+    from jitnet_jax.online.checkpoint import check_fingerprint
     from jitnet_jax.online.runner import new_state
 
     info = source.info
-    if out.exists() and (out / "summary.json").exists() and not args.resume:
-        raise ValueError(f"{out} already holds a finished run; pick another --out (nothing was changed)")
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(
-        out / "config.json",
-        json.dumps({**to_dict(cfg), "stream": info.name, "class_names": list(info.class_names)}, indent=2),
-    )
+    fingerprint = run_fingerprint(cfg, source, args.init)
+    finished = (out / "summary.json").exists()
+    steps = _checkpoint_steps(out / "checkpoints")
+    started = (out / "config.json").exists() or bool(steps)
+    if not args.resume:
+        if finished:
+            raise ValueError(f"{out} already holds a finished run; pick another --out (nothing was changed)")
+        if started:
+            raise ValueError(
+                f"{out} holds an unfinished run; continue it with --resume or pick another --out "
+                "(nothing was changed)"
+            )
+    elif started and not steps:  # nothing saved yet: still refuse to mix settings in one folder
+        check_fingerprint(_recorded_fingerprint(out), fingerprint, where=str(out))
+    if args.resume and finished:
+        check_fingerprint(_recorded_fingerprint(out), fingerprint, where=str(out))
+        print(f"{out}: the run is already complete; nothing to do (nothing was changed)", file=sys.stderr)
+        return 0
+
     key = jax.random.key(cfg.seed)
     state = new_state(cfg.online, key, (info.height, info.width))
     if args.init:
@@ -313,24 +372,26 @@ def _run(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, out: Pa
     if args.checkpoint_every or args.resume:
         from jitnet_jax.online.checkpoint import StreamCheckpointer
 
-        fingerprint = {
-            "model": to_dict(cfg.online.student.model),
-            "height": info.height,
-            "width": info.width,
-            "stream": info.name,
-            "class_names": list(info.class_names),
-        }
         ckpt = StreamCheckpointer(
-            out / "checkpoints", fingerprint, every_frames=args.checkpoint_every or 0, keep=args.keep
+            out / "checkpoints",
+            fingerprint,
+            every_frames=args.checkpoint_every or 0,
+            keep=args.keep,
+            name=str(out),
         )
         if args.resume:
             restored = ckpt.restore_latest(state)
             if restored is not None:
                 state, per_frame = restored
                 print(f"resumed at frame {int(state.cursor)} from {out / 'checkpoints'}", file=sys.stderr)
-    total = cfg.frames if cfg.frames else info.num_frames
-    if int(state.cursor) >= min(total, info.num_frames) and per_frame is not None:
-        print("run already complete; rewriting outputs", file=sys.stderr)
+            else:
+                print(f"{out}: no checkpoint to resume from; starting at frame 0", file=sys.stderr)
+    record = {**to_dict(cfg), "stream": info.name, "class_names": list(info.class_names)}
+    atomic_write_text(out / "config.json", json.dumps({**record, "fingerprint": fingerprint}, indent=2))
+    total = min(cfg.frames or info.num_frames, info.num_frames)
+    if int(state.cursor) >= total and per_frame is not None:  # killed after the last save, before summary
+        print("all frames were already processed; writing the outputs", file=sys.stderr)
+        return _finish(args, cfg, source, out, StreamResult(state, per_frame, 0.0, 0.0), student_flops)
 
     writer = None
     if not args.no_video:
@@ -377,6 +438,19 @@ def _run(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, out: Pa
             file=sys.stderr,
         )
         return 130
+    return _finish(args, cfg, source, out, result, student_flops)
+
+
+def _finish(
+    args: argparse.Namespace,
+    cfg: RunConfig,
+    source: StreamSource,
+    out: Path,
+    result: StreamResult,
+    student_flops: Any,
+) -> int:
+    """Summary, per-frame CSV, timeline; ``summary.json`` is written last (it marks the run finished)."""
+    info = source.info
     gflops = {
         k.replace("_flops", "_gflops"): v / 1e9
         for k, v in student_flops(cfg.online.student, (info.height, info.width)).items()
@@ -392,7 +466,7 @@ def _run(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, out: Pa
         title=f"{info.name}: JITNet online, a_thr={cfg.online.a_thr}",
         cuts=getattr(source, "cuts", ()) or (),
     )
-    _atomic_write(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     print(format_summary(summary))
     print(f"\noutputs in {out}/")
     return 0

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.stream import add_config_flags
+from jitnet_jax.io import atomic_write_text, lock_output
 
 SUMMARY_KEYS = (
     "miou",
@@ -117,7 +118,7 @@ def write_outputs(
     for i, r in enumerate(rows):
         r["pareto"] = i in front
     doc = {"base": to_dict(base_cfg), "class_names": list(class_names), **extra, "members": rows}
-    _atomic_write(out / "sweep.json", json.dumps(doc, indent=2, default=float))
+    atomic_write_text(out / "sweep.json", json.dumps(doc, indent=2, default=float))
     member_keys = [f.name for f in dataclasses.fields(Member)]
     cols = ["member", *member_keys, *[k for k in SUMMARY_KEYS if k in rows[0]]]
     cols += [f"iou_{c}" for c in class_names] + ["pareto", "sweep_wall_s"]
@@ -127,7 +128,7 @@ def write_outputs(
     for r in rows:
         vals = {**r, **{f"iou_{c}": v for c, v in r["class_iou"].items()}}
         w.writerow([vals.get(c, "") for c in cols])
-    _atomic_write(out / "sweep.csv", buf.getvalue())
+    atomic_write_text(out / "sweep.csv", buf.getvalue())
     plot_pareto(rows, out / "pareto.png")
 
 
@@ -157,12 +158,6 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path) -> None:
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -220,9 +215,9 @@ def run_and_write(
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     if sl is not None and sl[1] > 1:
         out = out / f"slice{sl[0]}of{sl[1]}"
+    lock = lock_output(out, "sweep folder")  # noqa: F841  held until return; a second sweep here is refused
     if (out / "sweep.json").exists():
         raise ValueError(f"{out} already holds a sweep; pick another --out (nothing was changed)")
-    out.mkdir(parents=True, exist_ok=True)
     mesh, n_real = None, len(members)
     if args.devices > 1:
         from jitnet_jax.online.sharding import member_mesh, pad_members

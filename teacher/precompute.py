@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -28,8 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
-from jitnet_jax.data.label_store import DataError, LabelStoreWriter, StoreHeader, store_is_complete
+from jitnet_jax.data.label_store import (
+    FORMAT_VERSION,
+    DataError,
+    LabelStoreWriter,
+    StoreHeader,
+    store_is_complete,
+)
 from jitnet_jax.data.video import count_frames, probe, read_videos
+from jitnet_jax.io import lock_output
 from teacher.class_groups import (
     STREAM_GROUPS,
     ClassGroups,
@@ -50,12 +58,14 @@ DEFAULT_VIDEO_GROUPS: ClassGroups = (("person",), ("car", "bus", "truck"), ("bic
 
 @dataclasses.dataclass(frozen=True)
 class RasterParams:
-    """Rasterisation settings (recorded in the store header; see ``teacher.rasterize.rasterize``)."""
+    """Rasterisation settings (recorded in the store header; see ``teacher.rasterize.rasterize``).
+
+    Loss weights are not among them: a store keeps a region map (background / inside a dilated box) and
+    each run weights the regions with its own ``fg_weight``/``bg_weight`` (``experiments.stream --fg-weight``).
+    """
 
     score_threshold: float = 0.5
     mask_threshold: float = 0.5
-    fg_weight: float = 10.0
-    bg_weight: float = 1.0
     dilation: float = 0.15
 
 
@@ -239,11 +249,24 @@ def export_job(
     return LabelJob(header, lambda a, b: iter(records[a:b]))
 
 
+def _default_model(teacher: str) -> Path:
+    from teacher.backends import default_model_path
+
+    return default_model_path(teacher)
+
+
 def run_job(job: LabelJob, out: str | os.PathLike, progress: bool = True) -> Path:
     """Write (or resume) the store for ``job`` in ``out``; returns ``out`` once the store is complete.
 
-    Rasterisation uses the :class:`RasterParams` recorded in ``job.header.params``.
+    Holds an exclusive lock on ``out`` while writing (a second writer is refused with a one-line
+    :class:`~jitnet_jax.io.OutputBusy`). Rasterisation uses the :class:`RasterParams` recorded in
+    ``job.header.params``.
     """
+    with lock_output(out, "label store"):
+        return _run_job_locked(job, Path(out), progress)
+
+
+def _run_job_locked(job: LabelJob, out: Path, progress: bool) -> Path:
     from tqdm import tqdm
 
     h = job.header
@@ -264,7 +287,7 @@ def run_job(job: LabelJob, out: str | os.PathLike, progress: bool = True) -> Pat
             for i in idx:
                 a, b = writer.chunk_range(i)
                 labels = np.empty((b - a, h.height, h.width), np.uint8)
-                weights = np.empty((b - a, h.height, h.width), np.float32)
+                weights = np.empty((b - a, h.height, h.width), np.uint8)  # region map
                 for k in range(b - a):
                     try:
                         inst = next(it)
@@ -279,13 +302,32 @@ def run_job(job: LabelJob, out: str | os.PathLike, progress: bool = True) -> Pat
                         lut,
                         score_threshold=params.score_threshold,
                         mask_threshold=params.mask_threshold,
-                        fg_weight=params.fg_weight,
-                        bg_weight=params.bg_weight,
                         dilation=params.dilation,
                     )
                     bar.update(1)
                 writer.write_chunk(i, labels, weights)
     return writer.finalize()
+
+
+def files_identity(paths: Sequence[str | os.PathLike]) -> list[list[object]]:
+    """``[[name, size, mtime_ns], ...]`` of the files at ``paths`` (folders expanded, sorted): what the cache
+    key records of the teacher's inputs. Changing, replacing or touching a file changes it."""
+    rows: list[list[object]] = []
+    for p in map(Path, paths):
+        files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+        for f in files:
+            try:
+                st = f.stat()
+            except OSError:
+                rows.append([str(f.resolve()), -1, -1])
+                continue
+            rows.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+    return rows
+
+
+def store_key(doc: dict[str, object]) -> str:
+    """12 hex digits of the sha256 of ``doc`` (JSON, sorted keys): the cache key of a label store."""
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 
 def default_store_dir(
@@ -295,10 +337,17 @@ def default_store_dir(
     height: int,
     width: int,
     max_frames: int | None = None,
+    key: str | None = None,
 ) -> Path:
-    """``<cache_dir>/<stream>__<teacher>__<H>x<W>[__first<N>]`` (teacher ``:`` -> ``-``)."""
+    """``<cache_dir>/<stream>__<teacher>__<H>x<W>[__first<N>][__<key>]`` (teacher ``:`` -> ``-``).
+
+    ``key`` (:func:`store_key`) covers everything else that determines the labels (class groups, chunk
+    size, teacher model, rasterisation parameters, the teacher files' identity), so a change makes a new
+    folder instead of clashing with an old store.
+    """
     safe = teacher.replace(":", "-").replace("/", "-")
     suffix = f"__first{max_frames}" if max_frames else ""
+    suffix += f"__{key}" if key else ""
     return Path(cache_dir) / f"{stream}__{safe}__{height}x{width}{suffix}"
 
 
@@ -370,7 +419,7 @@ def ensure_store(
       height, width: label/frame resolution of the store (the student's).
       chunk_size: frames per store chunk file.
       max_frames: label only the first N frames.
-      params: rasterisation settings (score threshold 0.5, fg weight 10, dilation 0.15 ...).
+      params: rasterisation settings (score threshold 0.5, mask threshold 0.5, box dilation 0.15).
       progress: show a tqdm bar.
 
     A complete matching store is returned immediately (no decoding). An incomplete one is resumed; a store
@@ -395,7 +444,29 @@ def ensure_store(
         tprefix = f"{teacher}:" if teacher else ("tf_export:" if tf_export is not None else "detectron:")
     g = _groups(groups, name, Path(lvs) if lvs is not None else None, video_source=lvs is None)
     if out is None:
-        out = default_store_dir(cache_dir, name, tprefix.rstrip(":"), height, width, max_frames)
+        if lvs is not None:
+            inputs: list[str | os.PathLike] = [Path(lvs) / stream]
+            teacher_id = "lvs"
+        elif teacher is not None:
+            model_path = Path(model) if model is not None else _default_model(teacher)
+            inputs, teacher_id = [video, model_path], f"{teacher}:{model_path.name}"
+        else:
+            src = tf_export if tf_export is not None else detectron
+            inputs, teacher_id = [video, src], f"{tprefix}{Path(src).name}:{tf_class_ids}"  # type: ignore[arg-type]
+        key = store_key(
+            {
+                "stream": name,
+                "size": [height, width],
+                "chunk_size": chunk_size,
+                "max_frames": max_frames,
+                "groups": [list(x) for x in g],
+                "teacher": teacher_id,
+                "params": dataclasses.asdict(params),
+                "files": files_identity(inputs),
+                "format": FORMAT_VERSION,
+            }
+        )
+        out = default_store_dir(cache_dir, name, tprefix.rstrip(":"), height, width, max_frames, key)
     out = Path(out)
     if _matches(out, name, height, width, chunk_size, max_frames, tprefix, g, params):
         return out
@@ -441,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help=f"store directory (default under ./{DEFAULT_CACHE}/)")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="frames per store chunk file")
     p.add_argument("--max-frames", type=int, help="label only the first N frames")
-    p.add_argument("--fg-weight", type=float, default=RasterParams.fg_weight)
+    p.add_argument("--fg-weight", type=float, help=argparse.SUPPRESS)  # moved to the run: refused below
     p.add_argument("--score-threshold", type=float, default=RasterParams.score_threshold)
     p.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
     p.add_argument("--no-progress", action="store_true")
@@ -451,6 +522,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (0 ok, 2 on bad input/arguments)."""
     args = build_parser().parse_args(argv)
+    if args.fg_weight is not None:
+        print(
+            "error: --fg-weight is a run setting, not a label-store setting: stores keep box regions and "
+            "each run weights them (python -m experiments.stream --fg-weight W)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         out = ensure_store(
             args.out,
@@ -466,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             width=args.width,
             chunk_size=args.chunk_size,
             max_frames=args.max_frames,
-            params=RasterParams(score_threshold=args.score_threshold, fg_weight=args.fg_weight),
+            params=RasterParams(score_threshold=args.score_threshold),
             tf_class_ids=args.tf_class_ids,
             num_threads=args.threads,
             progress=not args.no_progress,

@@ -1,4 +1,4 @@
-"""Teacher instances -> (label, weight) maps at the student's resolution, and the shared instance record.
+"""Teacher instances -> (label, region) maps at the student's resolution, and the shared instance record.
 
 Rules (as in JITNet's ``batch_segmentation_masks``):
 
@@ -9,8 +9,10 @@ Rules (as in JITNet's ``batch_segmentation_masks``):
   ``mask_threshold`` (0.5); a pixel belongs to a box when its centre lies inside
   ``[y1 * H, y2 * H) x [x1 * W, x2 * W)``;
 * where instances overlap, the higher label (group id) wins;
-* the weight map is ``bg_weight`` (1) everywhere and ``fg_weight`` inside the union of the kept, mapped
-  boxes dilated by ``dilation`` (15%) of the box height/width on every side.
+* the region map is ``REGION_BACKGROUND`` (1) everywhere and ``REGION_BOX`` (2) inside the union of the
+  kept, mapped boxes dilated by ``dilation`` (15%) of the box height/width on every side. The loss
+  weights of the two regions are run settings (``OnlineConfig.fg_weight`` / ``bg_weight``), not part of
+  the labels.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jitnet_jax.data.label_store import DataError
+from jitnet_jax.data.types import REGION_BACKGROUND, REGION_BOX
 
 
 class Instances(NamedTuple):
@@ -113,8 +116,6 @@ def rasterize(
     *,
     score_threshold: float = 0.5,
     mask_threshold: float = 0.5,
-    fg_weight: float = 10.0,
-    bg_weight: float = 1.0,
     dilation: float = 0.15,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rasterise one frame's instances.
@@ -125,10 +126,11 @@ def rasterize(
       class_to_label: uint8 lookup COCO id -> label (see ``teacher.class_groups.coco_to_label``).
 
     Returns:
-      labels uint8 ``[height, width]`` (0 background, g+1 group g) and weights float32 ``[height, width]``.
+      labels uint8 ``[height, width]`` (0 background, g+1 group g) and the region map uint8
+      ``[height, width]`` (``REGION_BACKGROUND`` 1, ``REGION_BOX`` 2 inside a dilated box).
     """
     labels = np.zeros((height, width), np.uint8)
-    weights = np.full((height, width), bg_weight, np.float32)
+    weights = np.full((height, width), REGION_BACKGROUND, np.uint8)
     n = len(inst.classes)
     if n == 0:
         return labels, weights
@@ -156,7 +158,7 @@ def rasterize(
     )
     for y1, x1, y2, x2 in dil:
         fg[_center_span(y1, y2, height), _center_span(x1, x2, width)] = True
-    weights[fg] = fg_weight
+    weights[fg] = REGION_BOX
     # Labels: resize every box mask into its box; higher label wins (process in increasing label order).
     m_h, m_w = masks.shape[1], masks.shape[2]
     for k in np.argsort(lab, kind="stable"):

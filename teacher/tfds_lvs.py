@@ -4,8 +4,9 @@ The builder writes the ``array_record`` file format, which ``tfds.data_source`` 
 read through ``array_record`` + numpy alone (tested with tensorflow-datasets 4.9.10 and no TensorFlow).
 Each example is one frame at the store resolution:
 
-* ``frame``: uint8 ``[H, W, 3]``; ``label``: uint8 ``[H, W]``; ``weight``: float16 ``[H, W]``
-  (rasterised exactly like ``teacher.precompute``);
+* ``frame``: uint8 ``[H, W, 3]``; ``label``: uint8 ``[H, W]``; ``region``: uint8 ``[H, W]`` region map
+  (1 background, 2 inside a dilated teacher box; rasterised exactly like ``teacher.precompute``; the loss
+  weights of the regions are the reader's choice);
 * ``frame_index``: int64 stream frame index; ``stream``: the stream name.
 
 The LVS data cannot be downloaded by TFDS: pass the LVS root (folders ``<stream>/`` with video chunks and
@@ -50,15 +51,17 @@ class LvsStreamConfig(tfds.core.BuilderConfig):
     height: int = 180
     width: int = 320
     max_frames: int | None = None
-    fg_weight: float = 10.0
     score_threshold: float = 0.5
 
 
 class LvsStreams(tfds.core.GeneratorBasedBuilder):
-    """LVS streams (frames + teacher labels/weights) as a TFDS dataset with a single ``train`` split."""
+    """LVS streams (frames + teacher labels/region maps) as a TFDS dataset with a single ``train`` split."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Frames, rasterised teacher labels and weights per frame."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Frames, rasterised teacher labels and weights per frame.",
+        "2.0.0": "uint8 region map (1 background, 2 inside a dilated box) instead of float16 weights.",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Put (or point manual_dir at) an LVS root: one folder per stream with <stream><NNN>.mp4 chunks and "
         "detectron_large_mask_rcnn_1_<stream><NNN>.npy teacher files, plus optional streams.json with class "
@@ -84,7 +87,7 @@ class LvsStreams(tfds.core.GeneratorBasedBuilder):
                 {
                     "frame": tfds.features.Tensor(shape=(c.height, c.width, 3), dtype=np.uint8),
                     "label": tfds.features.Tensor(shape=(c.height, c.width), dtype=np.uint8),
-                    "weight": tfds.features.Tensor(shape=(c.height, c.width), dtype=np.float16),
+                    "region": tfds.features.Tensor(shape=(c.height, c.width), dtype=np.uint8),
                     "frame_index": np.int64,
                     "stream": tfds.features.Text(),
                 }
@@ -103,15 +106,13 @@ class LvsStreams(tfds.core.GeneratorBasedBuilder):
         stop = s.num_frames if c.max_frames is None else min(s.num_frames, c.max_frames)
         frames = read_videos(s.videos, (c.height, c.width), frame_counts=s.frame_counts, stop=stop)
         for i, (frame, inst) in enumerate(zip(frames, iter_detections(s, 0, stop), strict=True)):
-            label, weight = rasterize(
-                inst, c.height, c.width, lut, score_threshold=c.score_threshold, fg_weight=c.fg_weight
-            )
+            label, region = rasterize(inst, c.height, c.width, lut, score_threshold=c.score_threshold)
             yield (
                 i,
                 {
                     "frame": frame,
                     "label": label,
-                    "weight": weight.astype(np.float16),
+                    "region": region,
                     "frame_index": i,
                     "stream": c.stream,
                 },

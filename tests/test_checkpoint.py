@@ -130,7 +130,7 @@ def test_fingerprint_mismatch_names_field(tmp_path, other, field):
     ck2 = StreamCheckpointer(
         tmp_path / "ck", make_fingerprint(other.get("cfg", _cfg()), info), every_frames=4
     )
-    with pytest.raises(ValueError, match=rf"made with {field}=") as e:
+    with pytest.raises(ValueError, match=rf"cannot resume .*: {field} was ") as e:
         ck2.restore_latest(_state(0, 0))
     assert "\n" not in str(e.value)
 
@@ -140,9 +140,9 @@ def test_nested_fingerprint_is_flattened(tmp_path):
     ck = StreamCheckpointer(tmp_path / "ck", fp, every_frames=4)
     ck.save(_state(1, 4), _per_frame(4))
     fp2 = {"model": {"num_classes": 7, "width_multiplier": 0.5}, "height": H, "width": W}
-    with pytest.raises(ValueError, match=r"model.num_classes=4 but this run has model.num_classes=7"):
+    with pytest.raises(ValueError, match=r"model.num_classes was 4, now 7"):
         StreamCheckpointer(tmp_path / "ck", fp2, every_frames=4).restore_latest(_state(0, 0))
-    with pytest.raises(ValueError, match="height=16 but this run has height=8"):
+    with pytest.raises(ValueError, match="height was 16, now 8"):
         check_fingerprint({"height": 16, "model.num_classes": 4}, {"height": 8, "model.num_classes": 5})
 
 

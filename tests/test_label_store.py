@@ -33,7 +33,7 @@ def header(**kw) -> StoreHeader:
         videos=("/x/a.mp4",),
         video_frames=(N,),
         chunk_size=C,
-        params=(("fg_weight", 10.0),),
+        params=(("dilation", 0.15),),
     )
     base.update(kw)
     return StoreHeader(**base)
@@ -43,7 +43,7 @@ def data():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, (N, H, W)).astype(np.uint8)
     labels[:, 0, 0] = np.arange(N)  # frame id marker
-    weights = rng.choice([1.0, 10.0], (N, H, W)).astype(np.float32)
+    weights = rng.choice([0, 1, 2], (N, H, W)).astype(np.uint8)  # region map
     return labels, weights
 
 
@@ -65,7 +65,7 @@ def test_round_trip_and_random_access(tmp_path):
     write_all(tmp_path, labels, weights)
     assert store_is_complete(tmp_path)
     meta = json.loads((tmp_path / "meta.json").read_text())
-    assert meta["complete"] and meta["version"] == 1 and len(meta["chunks"]) == 3
+    assert meta["complete"] and meta["version"] == 2 and len(meta["chunks"]) == 3
     assert [c["count"] for c in meta["chunks"]] == [4, 4, 2]
     s = LabelStore(tmp_path, cache_chunks=1)
     assert s.info.num_frames == N and s.info.class_names == ("background", "person")
@@ -73,7 +73,7 @@ def test_round_trip_and_random_access(tmp_path):
         lab, wt = s.frame(t)
         np.testing.assert_array_equal(lab, labels[t])
         np.testing.assert_array_equal(wt, weights[t])
-        assert lab.dtype == np.uint8 and wt.dtype == np.float32
+        assert lab.dtype == np.uint8 and wt.dtype == np.uint8
     lab, wt = s.frames(3, 10)  # crosses all three chunks
     np.testing.assert_array_equal(lab, labels[3:10])
     np.testing.assert_array_equal(wt, weights[3:10])
@@ -146,11 +146,19 @@ def test_version_and_missing_meta(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match="format version 99 is not supported"):
         LabelStore(tmp_path)
+    meta["version"] = 1  # float loss weights: one line naming the fix
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        DataError, match="version 1 .float loss weights. is no longer read; re-run the precompute"
+    ):
+        LabelStore(tmp_path)
 
 
 def test_write_chunk_validates_shapes(tmp_path):
     w = LabelStoreWriter(tmp_path, header())
     with pytest.raises(DataError, match="expected \\(4, 6, 8\\)"):
-        w.write_chunk(0, np.zeros((3, H, W), np.uint8), np.zeros((3, H, W), np.float32))
+        w.write_chunk(0, np.zeros((3, H, W), np.uint8), np.zeros((3, H, W), np.uint8))
+    with pytest.raises(DataError, match="regions uint8 in 0..2"):  # a float weight map is not a region map
+        w.write_chunk(0, np.zeros((4, H, W), np.uint8), np.full((4, H, W), 10.0, np.float32))
     with pytest.raises(DataError, match="cannot finalize"):
         w.finalize()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -122,8 +123,12 @@ def test_cli_argument_errors(shared_data, tmp_path, capsys, args, message):
 def test_other_settings_on_existing_store_refused(shared_data, tmp_path, capsys):
     out = tmp_path / "store"
     assert precompute.main(lvs_args(shared_data, out, n=20)) == 0
-    assert precompute.main([*lvs_args(shared_data, out, n=20), "--fg-weight", "5"]) == 2
+    assert precompute.main([*lvs_args(shared_data, out, n=20), "--score-threshold", "0.7"]) == 2
     assert "different params" in capsys.readouterr().err
+    # loss weights are run settings now: the flag says where it went, in one line
+    assert precompute.main([*lvs_args(shared_data, out, n=20), "--fg-weight", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--fg-weight is a run setting" in err and err.count("\n") == 1
 
 
 def test_cli_deeplab_teacher_on_video(shared_data, tmp_path):
@@ -321,3 +326,31 @@ def test_sigkill_then_rerun_continues(shared_data, tmp_path):
     assert store_is_complete(out)
     assert {i: (out / chunk_file_name(i)).stat().st_mtime_ns for i in finished} == stamps
     assert LabelStore(out).frames(0, 16)[0].shape == (16, 45, 80)
+
+
+def test_cache_key_covers_what_determines_the_labels(shared_data, tmp_path):
+    """On-demand stores (``ensure_store`` with a cache dir) are keyed by everything that determines the
+    labels: a change of class groups, rasterisation or teacher files selects a new folder (no error), the
+    same request reuses the complete store without recomputing."""
+    import shutil
+
+    lvs = tmp_path / "lvs"
+    lvs.mkdir()
+    shutil.copytree(shared_data / "lvs_mini" / "bikes1", lvs / "bikes1")
+    shutil.copy(shared_data / "lvs_mini" / "streams.json", lvs / "streams.json")
+    for f in (lvs / "bikes1").iterdir():
+        f.chmod(0o644)
+    cache = tmp_path / "cache"
+    kw = dict(lvs=lvs, stream="bikes1", height=24, width=32, chunk_size=8, max_frames=8, progress=False)
+    a = precompute.ensure_store(cache_dir=cache, **kw)
+    assert a.parent == cache and a.name.startswith("bikes1__lvs__24x32__first8__")
+    stamp = (a / "meta.json").stat().st_mtime_ns
+    assert precompute.ensure_store(cache_dir=cache, **kw) == a
+    assert (a / "meta.json").stat().st_mtime_ns == stamp  # reused, nothing rewritten
+    b = precompute.ensure_store(cache_dir=cache, groups="person", **kw)
+    c = precompute.ensure_store(cache_dir=cache, params=precompute.RasterParams(score_threshold=0.7), **kw)
+    npy = next((lvs / "bikes1").glob("detectron_*.npy"))
+    os.utime(npy, ns=(npy.stat().st_atime_ns, npy.stat().st_mtime_ns + 10**9))  # the teacher file changed
+    d = precompute.ensure_store(cache_dir=cache, **kw)
+    assert len({a, b, c, d}) == 4 and all(store_is_complete(p) for p in (a, b, c, d))
+    assert LabelStore(b).info.class_names == ("background", "person")

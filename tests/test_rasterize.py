@@ -1,4 +1,4 @@
-"""Golden tests of teacher-instance rasterisation (box order, normalisation, thresholds, priority, weights)."""
+"""Golden tests of teacher-instance rasterisation (box order, normalisation, thresholds, priority, regions)."""
 
 from __future__ import annotations
 
@@ -56,19 +56,19 @@ def test_class_group_mapping_and_unmapped_classes():
         inst([[0, 0, 1, 0.5], [0, 0.5, 1, 1]], [COCO_ID["bus"], COCO_ID["dog"]], [0.9, 0.9]), 2, 4, LUT
     )
     np.testing.assert_array_equal(labels, [[2, 2, 0, 0], [2, 2, 0, 0]])
-    # the dog's box gives no extra weight (only mapped classes do); the bus box dilated 15% covers col 2? no:
-    # bus box x in [0, 2) px, dilated by 0.3 px -> [0, 2.3): centres 0.5, 1.5 only.
-    np.testing.assert_array_equal(w, [[10, 10, 1, 1], [10, 10, 1, 1]])
+    # the dog's box makes no box region (only mapped classes do); the bus box dilated 15% covers col 2? no:
+    # bus box x in [0, 2) px, dilated by 0.3 px -> [0, 2.3): centres 0.5, 1.5 only. 2 = box, 1 = background.
+    np.testing.assert_array_equal(w, [[2, 2, 1, 1], [2, 2, 1, 1]])
 
 
 def test_dilation_is_15_percent_per_side():
     # 20x20 px box at rows/cols [40, 60) of 100x100; 15% of 20 = 3 px each side -> [37, 63)
-    _, w = rasterize(inst([[0.4, 0.4, 0.6, 0.6]], [1], [0.9]), 100, 100, LUT, fg_weight=7.0)
-    expected = np.ones((100, 100), np.float32)
-    expected[37:63, 37:63] = 7.0
+    _, w = rasterize(inst([[0.4, 0.4, 0.6, 0.6]], [1], [0.9]), 100, 100, LUT)
+    expected = np.ones((100, 100), np.uint8)
+    expected[37:63, 37:63] = 2
     np.testing.assert_array_equal(w, expected)
     _, w0 = rasterize(inst([[0.4, 0.4, 0.6, 0.6]], [1], [0.9]), 100, 100, LUT, dilation=0.0)
-    assert (w0 == 10).sum() == 400
+    assert (w0 == 2).sum() == 400
 
 
 def test_soft_mask_resized_into_box_and_thresholded():
@@ -84,7 +84,7 @@ def test_soft_mask_resized_into_box_and_thresholded():
 def test_empty_and_invalid_instances():
     labels, w = rasterize(Instances.empty(), 3, 5, LUT)
     assert labels.shape == (3, 5) and labels.dtype == np.uint8 and (labels == 0).all()
-    assert w.dtype == np.float32 and (w == 1).all()
+    assert w.dtype == np.uint8 and (w == 1).all()
     with pytest.raises(DataError, match="f.npy: frame 3: unknown class id 81"):
         check_instances(
             Instances(np.zeros((1, 4)), np.array([81]), np.ones(1), np.ones((1, 28, 28))), "f.npy: frame 3"

@@ -84,10 +84,16 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+_CACHE: list[Path] = []  # the module's persistent compilation cache (set by the ``reference`` fixture)
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("JAX_PLATFORMS", "cpu")
+    if _CACHE:  # the first run compiles, the others load the same executables: same results, less time
+        env["JAX_COMPILATION_CACHE_DIR"] = env["JITNET_COMPILE_CACHE"] = str(_CACHE[0])
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     return env
 
 
@@ -169,6 +175,7 @@ def _assert_same_run(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
+    _CACHE[:] = [tmp_path_factory.getbasetemp() / "jax_cache"]
     out = tmp_path_factory.mktemp("resume") / "uninterrupted"
     r = _run(out)
     assert r.returncode == 0, r.stderr
@@ -205,12 +212,46 @@ def test_kill_during_save_keeps_previous_checkpoint(reference, tmp_path):
     _assert_same_run(reference, out)
 
 
-def test_resume_with_other_resolution_is_refused(reference, tmp_path):
+def test_resume_with_another_config_is_refused(reference, tmp_path):
+    """Any difference in what determines the results is refused, naming the field and both values;
+    nothing in the folder changes."""
     import shutil
 
     out = tmp_path / "other"
     shutil.copytree(reference, out)
-    (out / "summary.json").unlink()
-    r = _run(out, ["--resume", "--height", "32"])
+    (out / "summary.json").unlink()  # as if killed after the last checkpoint
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != ".lock"}
+    r = _run(out, ["--resume", "--a-thr", "0.5", "--lr", "0.05"])
     assert r.returncode == 2
-    assert "height=24 but this run has height=32" in r.stderr, r.stderr
+    assert "online.a_thr was 0.8, now 0.5" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    r = _run(out, ["--resume", "--height", "32"])
+    assert r.returncode == 2 and "height was 24, now 32" in r.stderr, r.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != ".lock"} == before
+    # the same settings finish the run from its last checkpoint (all frames done: outputs only)
+    r = _run(out, ["--resume"])
+    assert r.returncode == 0, r.stderr
+    _assert_same_run(reference, out)
+
+
+def test_resume_of_a_finished_run_changes_nothing(reference, tmp_path):
+    import shutil
+
+    out = tmp_path / "done"
+    shutil.copytree(reference, out)
+    before = {
+        p.name: (p.stat().st_mtime_ns, p.stat().st_size)
+        for p in out.rglob("*")
+        if p.is_file() and p.name != ".lock"
+    }
+    r = _run(out, ["--resume"])
+    assert r.returncode == 0 and "already complete" in r.stderr, r.stderr
+    r = _run(out, ["--resume", "--seed", "3"])
+    assert r.returncode == 2 and "seed was 0, now 3" in r.stderr, r.stderr
+    r = _run(out)  # without --resume: refused, the finished run stays
+    assert r.returncode == 2 and "already holds a finished run" in r.stderr, r.stderr
+    after = {
+        p.name: (p.stat().st_mtime_ns, p.stat().st_size)
+        for p in out.rglob("*")
+        if p.is_file() and p.name != ".lock"
+    }
+    assert after == before

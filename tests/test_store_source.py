@@ -46,7 +46,7 @@ def make_store(tmp_path, counts=(7, 5), chunk=4):
     for i in w.missing_chunks():
         a, b = w.chunk_range(i)
         labels = np.broadcast_to(np.arange(a, b, dtype=np.uint8)[:, None, None], (b - a, H, W)).copy()
-        w.write_chunk(i, labels, np.ones((b - a, H, W), np.float32) * 2)
+        w.write_chunk(i, labels, np.full((b - a, H, W), 2, np.uint8))  # region map: all inside a box
     w.finalize()
     return tmp_path / "store", videos
 
@@ -62,7 +62,7 @@ def test_chunks_align_frames_and_labels(tmp_path):
     assert (last.labels[2:] == IGNORE_LABEL).all() and (last.weights[2:] == 0).all()
     for c in chunks:
         assert c.frames.shape == (5, H, W, 3) and c.frames.dtype == np.uint8
-        assert c.labels.dtype == np.uint8 and c.weights.dtype == np.float32
+        assert c.labels.dtype == np.uint8 and c.weights.dtype == np.uint8
         for j in np.flatnonzero(c.valid):
             t = c.start + j
             assert (c.labels[j] == t).all()

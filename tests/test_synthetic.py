@@ -1,4 +1,4 @@
-"""Tests of the procedural synthetic stream (determinism, laziness, labels/weights, scene cut)."""
+"""Tests of the procedural synthetic stream (determinism, laziness, labels/region maps, scene cut)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_chunk_shapes_and_dtypes():
     c = next(small().chunks(8))
     assert c.frames.shape == (8, H, W, 3) and c.frames.dtype == np.uint8
     assert c.labels.shape == (8, H, W) and c.labels.dtype == np.uint8
-    assert c.weights.shape == (8, H, W) and c.weights.dtype == np.float32
+    assert c.weights.shape == (8, H, W) and c.weights.dtype == np.uint8  # region map
     assert c.valid.dtype == bool and c.valid.all() and c.start == 0
     assert c.labels.max() < len(CLASS_NAMES)
 
@@ -79,19 +79,19 @@ def test_last_chunk_padding():
         next(s.chunks(16, start=50))
 
 
-def test_weights_cover_foreground_and_all_classes_appear():
-    s = small(num_frames=300, fg_weight=7.0, bg_weight=0.5)
+def test_box_regions_cover_foreground_and_all_classes_appear():
+    s = small(num_frames=300)
     labels, weights = [], []
     for c in s.chunks(50):
         labels.append(c.labels[c.valid])
         weights.append(c.weights[c.valid])
     lab, wt = np.concatenate(labels), np.concatenate(weights)
-    assert set(np.unique(wt).tolist()) == {0.5, 7.0}
-    assert (wt[lab > 0] == 7.0).all()
+    assert set(np.unique(wt).tolist()) == {1, 2}  # background / inside a dilated box
+    assert (wt[lab > 0] == 2).all()
     counts = np.bincount(lab.ravel(), minlength=4)
     assert counts.size == 4 and (counts > 0).all(), counts
     # Boxes are dilated: strictly more fg-weighted pixels than foreground pixels, but not the whole frame.
-    fg_frac, w_frac = (lab > 0).mean(), (wt == 7.0).mean()
+    fg_frac, w_frac = (lab > 0).mean(), (wt == 2).mean()
     assert fg_frac < w_frac < 0.8
     # Every frame has some objects in view on average, and background dominates.
     assert 0.03 < fg_frac < 0.4
@@ -111,7 +111,7 @@ def test_weight_boxes_are_dilated():
         if not (label > 0).any():
             continue
         ly0, ly1, lx0, lx1 = _bbox(label > 0)
-        wy0, wy1, wx0, wx1 = _bbox(weight == s.fg_weight)
+        wy0, wy1, wx0, wx1 = _bbox(weight == 2)
         assert wy0 <= ly0 and wx0 <= lx0 and wy1 >= ly1 and wx1 >= lx1
         larger += (wy0, wx0, wy1, wx1) != (ly0, lx0, ly1, lx1)
     assert larger >= 30

@@ -21,7 +21,7 @@ def test_build_and_read_without_tensorflow(shared_data, tmp_path):
     config = LvsStreamConfig(name="bikes1_45x80_first12", stream="bikes1", height=45, width=80, max_frames=12)
     builder = LvsStreams(config=config, data_dir=str(tmp_path))
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(lvs)))
-    files = list((tmp_path / "lvs_streams" / "bikes1_45x80_first12" / "1.0.0").glob("*.array_record*"))
+    files = list((tmp_path / "lvs_streams" / "bikes1_45x80_first12" / "2.0.0").glob("*.array_record*"))
     assert files, "no array_record shards written"
 
     ds = tfds.data_source("lvs_streams/bikes1_45x80_first12", data_dir=str(tmp_path))["train"]
@@ -36,7 +36,8 @@ def test_build_and_read_without_tensorflow(shared_data, tmp_path):
         seen.add(t)
         assert ex["frame"].shape == (45, 80, 3) and ex["frame"].dtype == np.uint8
         np.testing.assert_array_equal(ex["label"], expected[t][0])
-        np.testing.assert_array_equal(ex["weight"].astype(np.float32), expected[t][1])
+        np.testing.assert_array_equal(ex["region"], expected[t][1])
+        assert ex["region"].dtype == np.uint8
         assert ex["stream"] in (b"bikes1", "bikes1")
     assert seen == set(range(12))
     if importlib.util.find_spec("tensorflow") is None:

@@ -1,4 +1,4 @@
-"""On-disk label store: teacher labels and loss weights of one stream at the student's resolution.
+"""On-disk label store: teacher labels and region maps of one stream at the student's resolution.
 
 Layout of a store directory::
 
@@ -6,7 +6,14 @@ Layout of a store directory::
                          groups, teacher, source videos (path + frame count), chunk size, one entry per chunk
                          file with its sha256, and ``complete`` (true only once every chunk is written)
     labels_00000.npz     compressed; ``labels`` uint8 [n, H, W] (0 background, g+1 group g, 255 ignore)
-    labels_00001.npz     and ``weights`` float16 [n, H, W]; n == chunk_size except for the last chunk
+    labels_00001.npz     and ``regions`` uint8 [n, H, W] (0 ignore, 1 background, 2 inside a dilated
+                         teacher box); n == chunk_size except for the last chunk
+
+Format version 2 (this one) stores the region map; version 1 stored float16 loss weights that the engine
+read as "> 1: box, > 0: background", so a store made with ``--fg-weight 1`` silently lost its boxes.
+Version-1 stores are refused with a one-line message (re-run the precompute: the new store goes to a new
+folder). The loss weights of the regions are run settings (``fg_weight``/``bg_weight``), see
+``jitnet_jax.online.engine.effective_weight``. docs/formats.md describes the format.
 
 Chunk ``i`` holds frames ``[i * chunk_size, min((i + 1) * chunk_size, num_frames))``.
 
@@ -25,17 +32,17 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jitnet_jax.data.types import IGNORE_LABEL, StreamInfo
+from jitnet_jax.data.types import IGNORE_LABEL, REGION_BOX, StreamInfo
+from jitnet_jax.io.atomic import atomic_write_bytes, sha256_file
 
 FORMAT_NAME = "jitnet-label-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_FILE = "meta.json"
 
 
@@ -46,32 +53,6 @@ class DataError(ValueError):
 def chunk_file_name(index: int) -> str:
     """File name of chunk ``index``, e.g. ``labels_00003.npz``."""
     return f"labels_{index:05d}.npz"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +70,7 @@ class StoreHeader:
       videos: source video paths in stream order (absolute).
       video_frames: decoded frame count of each video.
       chunk_size: frames per chunk file.
-      params: rasterisation parameters (score threshold, fg weight, ...), compared on resume.
+      params: rasterisation parameters (score threshold, dilation, ...), compared on resume.
     """
 
     stream: str
@@ -173,6 +154,11 @@ def _read_meta(store_dir: Path) -> dict[str, Any]:
         raise DataError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise DataError(f"{path}: not a {FORMAT_NAME} meta.json")
+    if meta.get("version") == 1:
+        raise DataError(
+            f"{path}: label store format version 1 (float loss weights) is no longer read; "
+            f"re-run the precompute to make a version {FORMAT_VERSION} store (region maps)"
+        )
     if meta.get("version") != FORMAT_VERSION:
         raise DataError(
             f"{path}: label store format version {meta.get('version')!r} is not supported "
@@ -185,7 +171,7 @@ def _write_meta(
     store_dir: Path, header: StoreHeader, checksums: Sequence[str | None], complete: bool
 ) -> None:
     meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **header.to_json()}
-    meta["weight_dtype"] = "float16"
+    meta["region_dtype"] = "uint8"
     meta["chunks"] = [
         {
             "file": chunk_file_name(i),
@@ -196,7 +182,18 @@ def _write_meta(
         for i, c in enumerate(checksums)
     ]
     meta["complete"] = bool(complete)
-    atomic_write_bytes(store_dir / META_FILE, (json.dumps(meta, indent=1) + "\n").encode())
+    _write_file(store_dir / META_FILE, (json.dumps(meta, indent=1) + "\n").encode())
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """:func:`atomic_write_bytes`; a failure (e.g. ``ENOSPC``) is re-raised as a one-line ``OSError`` naming
+    ``path`` (the previous content of ``path`` is unchanged)."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        raise OSError(
+            e.errno, f"{path}: write failed ({e.strerror or e}); finished chunks are kept"
+        ) from None
 
 
 def store_is_complete(store_dir: str | os.PathLike) -> bool:
@@ -215,7 +212,7 @@ class LabelStoreWriter:
         w = LabelStoreWriter(out_dir, header)
         for i in w.missing_chunks():
             start, stop = w.chunk_range(i)
-            w.write_chunk(i, labels, weights)   # uint8 [stop-start, H, W], float [stop-start, H, W]
+            w.write_chunk(i, labels, regions)   # uint8 [stop-start, H, W] each
         w.finalize()                            # verifies every checksum, then marks complete
 
     If ``out_dir`` already holds a store with a different header a :class:`DataError` names the first
@@ -271,7 +268,10 @@ class LabelStoreWriter:
 
         Args:
           labels: uint8 ``[n, H, W]`` with ``n`` the chunk's frame count.
-          weights: float ``[n, H, W]``, stored as float16.
+          weights: the region map, uint8 ``[n, H, W]`` with values 0, 1, 2 (see the module docstring).
+        Raises:
+          DataError: wrong shapes/dtypes or region values.
+          OSError: the write failed (e.g. a full disk); finished chunks and ``meta.json`` stay valid.
         """
         start, stop = self.chunk_range(index)
         shape = (stop - start, self.header.height, self.header.width)
@@ -280,13 +280,16 @@ class LabelStoreWriter:
                 f"{self.dir / chunk_file_name(index)}: chunk arrays have shapes {labels.shape} / "
                 f"{weights.shape}, expected {shape}"
             )
-        if labels.dtype != np.uint8:
-            raise DataError(f"{self.dir / chunk_file_name(index)}: labels must be uint8, got {labels.dtype}")
+        if labels.dtype != np.uint8 or weights.dtype != np.uint8 or weights.max(initial=0) > REGION_BOX:
+            raise DataError(
+                f"{self.dir / chunk_file_name(index)}: labels must be uint8 and regions uint8 in 0..2, "
+                f"got {labels.dtype} / {weights.dtype}"
+            )
         buf = io.BytesIO()
-        np.savez_compressed(buf, labels=labels, weights=weights.astype(np.float16))
+        np.savez_compressed(buf, labels=labels, regions=weights)
         data = buf.getvalue()
         path = self.dir / chunk_file_name(index)
-        atomic_write_bytes(path, data)
+        _write_file(path, data)
         self._checksums[index] = hashlib.sha256(data).hexdigest()
         _write_meta(self.dir, self.header, self._checksums, complete=False)
 
@@ -338,6 +341,15 @@ class LabelStore:
         return self.header.num_frames
 
     @property
+    def identity(self) -> str:
+        """``label-store-v<N>:sha256:<hex>`` of the store's content: its header without the video paths
+        (frame counts stay) and every chunk's sha256. Equal for the same labels wherever the files live."""
+        head = self.header.to_json()
+        head["videos"] = [v["frames"] for v in head["videos"]]
+        doc = json.dumps({"header": head, "chunks": self._digests}, sort_keys=True)
+        return f"label-store-v{FORMAT_VERSION}:sha256:{hashlib.sha256(doc.encode()).hexdigest()}"
+
+    @property
     def info(self) -> StreamInfo:
         """Stream description at the store's resolution."""
         h = self.header
@@ -360,12 +372,18 @@ class LabelStore:
         shape = (n, self.header.height, self.header.width)
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                labels, weights = z["labels"], z["weights"].astype(np.float32)
+                labels, weights = z["labels"], z["regions"]
         except (KeyError, ValueError, OSError) as e:
             raise DataError(f"{path}: corrupt label chunk ({e})") from None
-        if labels.shape != shape or weights.shape != shape or labels.dtype != np.uint8:
+        if (
+            labels.shape != shape
+            or weights.shape != shape
+            or labels.dtype != np.uint8
+            or weights.dtype != np.uint8
+        ):
             raise DataError(
-                f"{path}: label chunk has shape {labels.shape} {labels.dtype}, expected {shape} uint8"
+                f"{path}: label chunk has shape {labels.shape} {labels.dtype} / {weights.shape} {weights.dtype}, "
+                f"expected {shape} uint8"
             )
         self._cache[index] = (labels, weights)
         if len(self._cache) > self._cache_size:
@@ -379,14 +397,14 @@ class LabelStore:
             )
 
     def frame(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Labels uint8 ``[H, W]`` and weights float32 ``[H, W]`` of frame ``index``."""
+        """Labels uint8 ``[H, W]`` and region map uint8 ``[H, W]`` of frame ``index``."""
         self._check(index)
         labels, weights = self._chunk(index // self.header.chunk_size)
         j = index % self.header.chunk_size
         return labels[j], weights[j]
 
     def frames(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Labels uint8 ``[n, H, W]`` and weights float32 ``[n, H, W]`` of frames ``[start, stop)``."""
+        """Labels uint8 ``[n, H, W]`` and region map uint8 ``[n, H, W]`` of frames ``[start, stop)``."""
         if stop <= start:
             raise DataError(f"{self.dir}: empty frame range [{start}, {stop})")
         self._check(start)

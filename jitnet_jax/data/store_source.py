@@ -62,6 +62,11 @@ class StoreSource:
     def __len__(self) -> int:
         return self.info.num_frames
 
+    @property
+    def identity(self) -> str:
+        """Identity of the labels (:attr:`LabelStore.identity`), recorded in a run's fingerprint."""
+        return self.store.identity
+
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
         """Yield uint8 ``[H, W, 3]`` frames ``[start, stop)`` at the store's resolution."""
         stop = self.info.num_frames if stop is None else min(stop, self.info.num_frames)

@@ -19,9 +19,10 @@ Scene model (all sizes scale with the frame height):
   walking slowly with a gait bob). Objects enter at one side and leave at the other; objects are
   drawn far-to-near (cars/walkers by ground position, discs by their own depth) so that nearer
   objects occlude farther ones, and the label of a pixel is its visible (front) object.
-* **Teacher.** Labels are exact. Weights are ``fg_weight`` inside the bounding box of every visible
-  object (the box of its *visible* pixels, dilated by 15% of its size on each side, like the
-  paper's weighting by the teacher's detection boxes) and ``bg_weight`` elsewhere.
+* **Teacher.** Labels are exact. The region map is ``REGION_BOX`` (2) inside the bounding box of every
+  visible object (the box of its *visible* pixels, dilated by 15% of its size on each side, like the
+  paper's weighting by the teacher's detection boxes) and ``REGION_BACKGROUND`` (1) elsewhere; the
+  run's ``fg_weight``/``bg_weight`` weight the two regions.
 
 Per-object parameters of a segment are drawn in one go from ``np.random.default_rng((seed, s, ...))``
 (a few kB per segment), so nothing depends on the order in which frames are generated.
@@ -37,13 +38,16 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from jitnet_jax.data.types import Chunk, StreamInfo, pad_chunk
+from jitnet_jax.data.types import REGION_BACKGROUND, REGION_BOX, Chunk, StreamInfo, pad_chunk
 
 CLASS_NAMES = ("background", "disc", "car", "walker")
 DISC, CAR, WALKER = 1, 2, 3
 _STYLES = ("stripes", "tiles", "blobs")
 # Speed range per class, px / frame for a 180-px-high frame.
 _SPEED = {DISC: (0.8, 2.0), CAR: (1.5, 3.5), WALKER: (0.6, 1.3)}
+
+#: Bump when a change to the generator changes any frame, label or region map (runs record it).
+GENERATOR_VERSION = 1
 
 # Stream-level ids mixed into the seed sequence of each random draw, so draws never collide.
 _KEY_SEGMENT, _KEY_OBJECTS, _KEY_NOISE = 1, 2, 3
@@ -131,8 +135,6 @@ class SyntheticStream:
       num_frames: stream length.
       height, width: frame size (the student's resolution).
       seed: everything is a pure function of ``(seed, frame index)``.
-      fg_weight: loss weight inside (dilated) object boxes.
-      bg_weight: loss weight elsewhere.
       cuts: frame indices where a scene cut happens (background, palette, camera, object colours
         and traffic change); ``None`` -> one cut at ``num_frames // 2``; ``()`` -> no cut.
       density: multiplies the object spawn rate (1.0 -> about 4-10 objects on screen).
@@ -147,8 +149,6 @@ class SyntheticStream:
         height: int = 180,
         width: int = 320,
         seed: int = 0,
-        fg_weight: float = 10.0,
-        bg_weight: float = 1.0,
         cuts: Sequence[int] | None = None,
         density: float = 1.0,
         noise: float = 3.0,
@@ -172,8 +172,6 @@ class SyntheticStream:
         self.height = int(height)
         self.width = int(width)
         self.seed = int(seed)
-        self.fg_weight = float(fg_weight)
-        self.bg_weight = float(bg_weight)
         self.cuts = cuts
         self.density = float(density)
         self.noise = float(noise)
@@ -208,6 +206,14 @@ class SyntheticStream:
             f"seed={self.seed}, cuts={self.cuts})"
         )
 
+    @property
+    def identity(self) -> str:
+        """The generator version and every parameter that shapes the frames/labels (a run's fingerprint)."""
+        return (
+            f"synthetic-v{GENERATOR_VERSION}:n={self.num_frames},h={self.height},w={self.width},"
+            f"seed={self.seed},cuts={list(self.cuts)},density={self.density},noise={self.noise}"
+        )
+
     # ------------------------------------------------------------------ public API
 
     def chunks(self, chunk_size: int, start: int = 0) -> Iterator[Chunk]:
@@ -224,19 +230,19 @@ class SyntheticStream:
             yield pad_chunk(frames, labels, weights, chunk_size, s)
 
     def clip(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Frames ``start..stop-1``: uint8 ``[T, H, W, 3]``, labels uint8 ``[T, H, W]``, weights float32 ``[T, H, W]``."""
+        """Frames ``start..stop-1``: uint8 ``[T, H, W, 3]``, labels uint8 ``[T, H, W]``, region map uint8 ``[T, H, W]``."""
         if not 0 <= start < stop <= self.num_frames:
             raise ValueError(f"need 0 <= start < stop <= {self.num_frames}, got {start}, {stop}")
         n = stop - start
         frames = np.empty((n, self.height, self.width, 3), np.uint8)
         labels = np.empty((n, self.height, self.width), np.uint8)
-        weights = np.empty((n, self.height, self.width), np.float32)
+        weights = np.empty((n, self.height, self.width), np.uint8)
         for i in range(n):
             frames[i], labels[i], weights[i] = self.render(start + i)
         return frames, labels, weights
 
     def render(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Frame ``t``: uint8 ``[H, W, 3]``, label uint8 ``[H, W]``, weight float32 ``[H, W]``."""
+        """Frame ``t``: uint8 ``[H, W, 3]``, label uint8 ``[H, W]``, region map uint8 ``[H, W]`` (1 / 2 in a box)."""
         t = int(t)
         if not 0 <= t < self.num_frames:
             raise ValueError(f"frame index must be in [0, {self.num_frames}), got {t}")
@@ -246,7 +252,7 @@ class SyntheticStream:
         label = np.zeros((self.height, self.width), np.uint8)
         inst = np.full((self.height, self.width), -1, np.int32)
         boxes = self._draw_objects(seg, t, frame, label, inst)
-        weight = np.full((self.height, self.width), self.bg_weight, np.float32)
+        weight = np.full((self.height, self.width), REGION_BACKGROUND, np.uint8)
         for i, (y0, y1, x0, x1) in boxes:
             vis = inst[y0:y1, x0:x1] == i
             rows = np.flatnonzero(vis.any(axis=1))
@@ -259,7 +265,7 @@ class SyntheticStream:
             weight[
                 max(0, math.floor(by0 - dy)) : min(self.height, math.ceil(by1 + dy)),
                 max(0, math.floor(bx0 - dx)) : min(self.width, math.ceil(bx1 + dx)),
-            ] = self.fg_weight
+            ] = REGION_BOX
         self._light(seg, tau, frame)
         if self.noise > 0:
             frame += self._noise()[t % len(self._noise())]

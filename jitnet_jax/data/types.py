@@ -1,7 +1,10 @@
 """Data types shared by every stream source (synthetic, label store, LVS) and the online engine.
 
-A *stream source* yields fixed-size chunks of frames with their teacher labels and weights at the
-student's resolution. The last chunk is padded to the chunk size and marked with ``valid=False`` so
+A *stream source* yields fixed-size chunks of frames with their teacher labels and region maps at the
+student's resolution. The region map says where a pixel is relative to the teacher's detections
+(:data:`REGION_IGNORE`, :data:`REGION_BACKGROUND`, :data:`REGION_BOX`); the run's knobs ``fg_weight`` /
+``bg_weight`` turn it into loss weights (``jitnet_jax.online.engine.effective_weight``), so a label store
+never fixes the weights of the runs that read it. The last chunk is padded to the chunk size and marked with ``valid=False`` so
 that every chunk has the same static shape (one compilation per stream).
 """
 
@@ -15,6 +18,9 @@ import numpy as np
 
 IGNORE_LABEL = 255
 
+#: Region codes of a region map (uint8): no loss / outside every dilated teacher box / inside one.
+REGION_IGNORE, REGION_BACKGROUND, REGION_BOX = 0, 1, 2
+
 
 class Chunk(NamedTuple):
     """``T`` consecutive frames of a stream.
@@ -23,7 +29,9 @@ class Chunk(NamedTuple):
       frames: uint8 ``[T, H, W, 3]`` RGB at the student's resolution.
       labels: uint8 ``[T, H, W]`` teacher labels (0 background, g+1 for class group g,
         ``IGNORE_LABEL`` to ignore).
-      weights: float32 ``[T, H, W]`` per-pixel loss weights.
+      weights: uint8 ``[T, H, W]`` region map (the field keeps its historical name): ``REGION_IGNORE``
+        (0, no loss), ``REGION_BACKGROUND`` (1, outside the teacher's dilated boxes), ``REGION_BOX``
+        (2, inside one). The run's ``fg_weight``/``bg_weight`` choose the loss weights.
       valid: bool ``[T]``; False on padding after the last frame of the stream.
       start: stream index of the chunk's first frame.
     """
@@ -77,10 +85,23 @@ class StreamSource(Protocol):
 def pad_chunk(
     frames: np.ndarray, labels: np.ndarray, weights: np.ndarray, chunk_size: int, start: int
 ) -> Chunk:
-    """Build a :class:`Chunk` from ``n <= chunk_size`` frames, zero-padding to ``chunk_size``."""
+    """Build a :class:`Chunk` from ``n <= chunk_size`` frames, zero-padding to ``chunk_size``.
+
+    Args:
+      frames: uint8 ``[n, H, W, 3]``; labels: uint8 ``[n, H, W]``;
+      weights: the region map ``[n, H, W]`` with values in {0, 1, 2} (any integer or float dtype).
+    Raises:
+      ValueError: wrong frame count, or a region map value outside {0, 1, 2} (e.g. a float loss weight).
+    """
     n = frames.shape[0]
     if n > chunk_size or n < 1:
         raise ValueError(f"chunk at frame {start} has {n} frames, expected 1..{chunk_size}")
+    if weights.dtype != np.uint8 or weights.max(initial=0) > REGION_BOX:
+        if not np.isin(weights, (REGION_IGNORE, REGION_BACKGROUND, REGION_BOX)).all():
+            raise ValueError(
+                f"chunk at frame {start}: region map values must be 0 (ignore), 1 (background) or 2 (box), "
+                f"got {np.unique(weights)[:5].tolist()}"
+            )
     valid = np.zeros(chunk_size, bool)
     valid[:n] = True
     if n < chunk_size:
@@ -91,7 +112,7 @@ def pad_chunk(
     return Chunk(
         frames.astype(np.uint8, copy=False),
         labels.astype(np.uint8, copy=False),
-        weights.astype(np.float32, copy=False),
+        weights.astype(np.uint8, copy=False),
         valid,
         start,
     )

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,7 @@ from jitnet_jax.config import to_dict
 
 # Fingerprint fields compared first (a mismatch here would also break the state's shapes).
 _PRIORITY = (
+    "format.checkpoint",
     "stream.height",
     "stream.width",
     "height",
@@ -126,17 +128,25 @@ def _flatten(prefix: str, data: Any, out: dict[str, Any]) -> None:
         out[prefix] = data
 
 
+#: Version of the checkpoint layout and of what a fingerprint covers; recorded as ``format.checkpoint``.
+CHECKPOINT_FORMAT = 2
+
+
 def make_fingerprint(cfg: Any, info: Any = None, **extra: Any) -> dict[str, Any]:
-    """A flat JSON-ready dict identifying a run: ``model.*``, ``optim.*``, the online knobs, and the
-    stream's ``stream.name``/``stream.height``/``stream.width``/``stream.class_names``.
+    """A flat JSON-ready dict of everything that determines a run's results.
 
     Args:
-      cfg: an :class:`~jitnet_jax.online.engine.OnlineConfig` (``chunk_size`` is left out: it does not change
-        results) or a :class:`~jitnet_jax.config.StudentConfig`.
-      info: the source's :class:`~jitnet_jax.data.types.StreamInfo` (optional).
-      extra: more ``name=value`` fields (e.g. ``seed=0``).
+      cfg: a config dataclass. An :class:`~jitnet_jax.online.engine.OnlineConfig` gives ``model.*``,
+        ``optim.*`` and ``online.*`` fields (its ``chunk_size`` is left out); any other dataclass (e.g.
+        ``experiments.stream.RunConfig``) is flattened whole by dotted path (``online.a_thr``,
+        ``online.student.optim.lr``, ``seed``, ...).
+      info: the source's :class:`~jitnet_jax.data.types.StreamInfo` (optional): ``stream.name``,
+        ``stream.height``, ``stream.width``, ``stream.class_names``, ``stream.teacher``.
+      extra: more ``name=value`` fields (e.g. ``seed=0``, the label store's identity); dicts are flattened.
+    Returns:
+      ``{dotted name: JSON value}`` including ``format.checkpoint`` (:data:`CHECKPOINT_FORMAT`).
     """
-    flat: dict[str, Any] = {}
+    flat: dict[str, Any] = {"format.checkpoint": CHECKPOINT_FORMAT}
     data = to_dict(cfg)
     student = data.pop("student", None)
     if student is not None:  # OnlineConfig
@@ -150,24 +160,30 @@ def make_fingerprint(cfg: Any, info: Any = None, **extra: Any) -> dict[str, Any]
         flat["stream.height"] = int(info.height)
         flat["stream.width"] = int(info.width)
         flat["stream.class_names"] = list(info.class_names)
-    flat.update(extra)
+        flat["stream.teacher"] = str(info.teacher)
+    _flatten("", json.loads(json.dumps(extra)), flat)
     return json.loads(json.dumps(flat))
 
 
 def check_fingerprint(saved: dict[str, Any], current: dict[str, Any], where: str = "checkpoint") -> None:
-    """Raise a one-line ``ValueError`` naming the first field that differs."""
+    """Raise a one-line ``ValueError`` naming the first field that differs and both values, e.g.
+    ``cannot resume runs/r: online.a_thr was 0.8, now 0.5``."""
     keys = [k for k in _PRIORITY if k in saved or k in current]
     keys += sorted((set(saved) | set(current)) - set(keys))
     missing = object()
     for k in keys:
         a, b = saved.get(k, missing), current.get(k, missing)
         if a != b:
-            a_s = "<absent>" if a is missing else repr(a)
-            b_s = "<absent>" if b is missing else repr(b)
+            a_s = "<absent>" if a is missing else json.dumps(a)
+            b_s = "<absent>" if b is missing else json.dumps(b)
             raise ValueError(
-                f"{where} was made with {k}={a_s} but this run has {k}={b_s}; "
-                "use another --out directory or the same settings"
+                f"cannot resume {where}: {k} was {a_s}, now {b_s} "
+                "(resume with the same settings, or use another output folder)"
             )
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be written or read (one-line message naming the folder and the cause)."""
 
 
 # ---- pytree <-> host arrays (typed PRNG keys are stored as their raw key data) ----------------------
@@ -235,9 +251,19 @@ class StreamCheckpointer:
       every_frames: save when the cursor crosses a multiple of this (0 disables periodic saves; forced
         saves with :meth:`save` still work).
       keep: keep the last ``keep`` checkpoints (>= 1).
+      name: how refusals name the run (default: the checkpoint directory), e.g. the run's output folder.
+      log: where notes go (a corrupt checkpoint skipped on restore); default: stderr.
     """
 
-    def __init__(self, directory: str | Path, fingerprint: dict[str, Any], every_frames: int, keep: int = 3):
+    def __init__(
+        self,
+        directory: str | Path,
+        fingerprint: dict[str, Any],
+        every_frames: int,
+        keep: int = 3,
+        name: str | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
         if every_frames < 0:
             raise ValueError(f"every_frames must be >= 0, got {every_frames}")
         if keep < 1:
@@ -248,6 +274,8 @@ class StreamCheckpointer:
         self.fingerprint = flat
         self.every_frames = int(every_frames)
         self.keep = int(keep)
+        self.name = name if name is not None else str(self.directory)
+        self._log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
         options = ocp.CheckpointManagerOptions(
             max_to_keep=self.keep,
             create=True,
@@ -296,16 +324,23 @@ class StreamCheckpointer:
             "cursor": cursor,
             "per_frame": {k: [list(v.shape), str(v.dtype)] for k, v in pf.items()},
         }
-        self._manager.save(
-            cursor,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(_state_dict(host)),
-                per_frame=ocp.args.StandardSave(pf),
-                meta=ocp.args.JsonSave(meta),
-            ),
-            force=True,
-        )
-        self._manager.wait_until_finished()
+        try:
+            self._manager.save(
+                cursor,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(_state_dict(host)),
+                    per_frame=ocp.args.StandardSave(pf),
+                    meta=ocp.args.JsonSave(meta),
+                ),
+                force=True,
+            )
+            self._manager.wait_until_finished()
+        except Exception as e:  # ENOSPC, permissions, ...: orbax never renamed the partial save into place
+            prev = [c for c in self.steps() if c != cursor]
+            kept = f"the checkpoint at frame {prev[-1]} is intact" if prev else "no earlier checkpoint exists"
+            raise CheckpointError(
+                f"cannot save checkpoint at frame {cursor} in {self.directory}: {_one_line(e)}; {kept}"
+            ) from None
         return True
 
     def on_chunk(self, state: Any, chunk: Any, stats: Any, per_frame: dict[str, np.ndarray]) -> bool:
@@ -334,37 +369,69 @@ class StreamCheckpointer:
     # ---- restore -------------------------------------------------------------------------------
 
     def read_meta(self, cursor: int) -> dict[str, Any]:
-        restored = self._manager.restore(cursor, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        return restored["meta"]
+        """The ``meta`` item of the checkpoint at ``cursor``; :class:`CheckpointError` if unreadable."""
+        try:
+            restored = self._manager.restore(cursor, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+            meta = restored["meta"]
+            if not isinstance(meta, dict) or not {"fingerprint", "cursor", "per_frame"} <= set(meta):
+                raise ValueError("meta item lacks fingerprint/cursor/per_frame")
+        except Exception as e:
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(cursor)} is unreadable ({_one_line(e)})"
+            ) from None
+        return meta
 
     def restore(self, cursor: int, template: Any) -> tuple[Any, dict[str, np.ndarray]]:
         """Restore the checkpoint at ``cursor`` into arrays shaped like ``template`` (an OnlineState of
-        this run, e.g. ``runner.new_state(cfg, key, (H, W))``). Refuses a different fingerprint."""
+        this run, e.g. ``runner.new_state(cfg, key, (H, W))``).
+
+        Raises:
+          ValueError: the checkpoint's fingerprint differs (names the first differing field).
+          CheckpointError: the checkpoint is missing, truncated or otherwise unreadable.
+        """
         meta = self.read_meta(cursor)
-        check_fingerprint(
-            meta["fingerprint"], self.fingerprint, where=f"checkpoint {self.directory / str(cursor)}"
-        )
-        state_t = _state_dict(_host_template(template))
-        pf_t = {k: np.zeros(tuple(shape), np.dtype(dt)) for k, (shape, dt) in meta["per_frame"].items()}
-        restored = self._manager.restore(
-            cursor,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(state_t), per_frame=ocp.args.StandardRestore(pf_t)
-            ),
-        )
-        host_state = _state_from_dict(restored["state"], template)
+        check_fingerprint(meta["fingerprint"], self.fingerprint, where=self.name)
+        where = self.directory / str(cursor)
+        try:
+            state_t = _state_dict(_host_template(template))
+            pf_t = {k: np.zeros(tuple(shape), np.dtype(dt)) for k, (shape, dt) in meta["per_frame"].items()}
+            restored = self._manager.restore(
+                cursor,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(state_t), per_frame=ocp.args.StandardRestore(pf_t)
+                ),
+            )
+            host_state = _state_from_dict(restored["state"], template)
+            pf = {k: np.asarray(v) for k, v in restored["per_frame"].items()}
+        except Exception as e:
+            raise CheckpointError(f"checkpoint {where} is unreadable ({_one_line(e)})") from None
         _check_shapes(host_state, template)
+        if int(np.asarray(host_state.cursor)) != int(cursor) or len(pf.get("frame", ())) != int(cursor):
+            raise CheckpointError(
+                f"checkpoint {where} is inconsistent (its cursor or frame count is not {cursor})"
+            )
         state = from_host(host_state, template)
-        pf = {k: np.asarray(v) for k, v in restored["per_frame"].items()}
         self._last_cursor = int(cursor)
         return state, pf
 
     def restore_latest(self, template: Any) -> tuple[Any, dict[str, np.ndarray]] | None:
-        """``(state, per_frame)`` from the newest complete checkpoint, or None if there is none."""
-        cursor = self.latest_cursor()
-        if cursor is None:
-            return None
-        return self.restore(cursor, template)
+        """``(state, per_frame)`` from the newest readable checkpoint, or None if there is none.
+
+        An unreadable (corrupt, truncated) checkpoint is skipped with a note and the next older one is
+        tried: the run then recomputes the frames in between, with the same results. A fingerprint
+        mismatch is never skipped (``ValueError``). If every checkpoint is unreadable the newest one's
+        :class:`CheckpointError` is raised.
+        """
+        first_error: CheckpointError | None = None
+        for cursor in reversed(self.steps()):
+            try:
+                return self.restore(cursor, template)
+            except CheckpointError as e:
+                first_error = first_error or e
+                self._log(f"warning: {e}; trying an older checkpoint")
+        if first_error is not None:
+            raise first_error
+        return None
 
     def close(self) -> None:
         self._manager.wait_until_finished()
@@ -375,6 +442,12 @@ class StreamCheckpointer:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _one_line(e: BaseException) -> str:
+    """``str(e)`` on one line (orbax/tensorstore messages span lines), at most 300 characters."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 # Orbax stores dicts/lists robustly; flax struct dataclasses are converted to nested dicts by path.

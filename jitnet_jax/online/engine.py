@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from jitnet_jax.config import OnlineConfig, StudentConfig
+from jitnet_jax.data.types import REGION_BACKGROUND, REGION_BOX
 from jitnet_jax.student.metrics import confusion_matrix
 from jitnet_jax.student.step import (
     StudentState,
@@ -229,10 +230,18 @@ def new_online_state(cfg: OnlineConfig, key: jax.Array, frame_shape: tuple[int, 
     return init_online_state(init_state(key, cfg.student, frame_shape), cfg, frame_shape)
 
 
-def effective_weight(weight: jnp.ndarray, knobs: Knobs) -> jnp.ndarray:
-    """float32 ``[H, W]``: ``fg_weight`` where the source weight > 1 (inside boxes), ``bg_weight``
-    where it is in (0, 1], 0 where it is 0."""
-    return jnp.where(weight > 1.0, knobs.fg_weight, jnp.where(weight > 0.0, knobs.bg_weight, 0.0))
+def effective_weight(region: jnp.ndarray, knobs: Knobs) -> jnp.ndarray:
+    """The run's loss weights of a source's region map (``jitnet_jax.data.types``).
+
+    Args:
+      region: uint8 ``[H, W]`` region map: 0 ignore, 1 background, 2 inside a dilated teacher box.
+      knobs: the run's ``fg_weight`` (box) and ``bg_weight`` (background).
+    Returns:
+      float32 ``[H, W]``: ``fg_weight`` on 2, ``bg_weight`` on 1, 0 on 0.
+    """
+    return jnp.where(
+        region >= REGION_BOX, knobs.fg_weight, jnp.where(region >= REGION_BACKGROUND, knobs.bg_weight, 0.0)
+    ).astype(jnp.float32)
 
 
 def replay_sample(

@@ -181,7 +181,7 @@ def run_stream(
     abstract = (
         jax.ShapeDtypeStruct((t_chunk, h, w, 3), np.uint8),
         jax.ShapeDtypeStruct((t_chunk, h, w), np.uint8),
-        jax.ShapeDtypeStruct((t_chunk, h, w), np.float32),
+        jax.ShapeDtypeStruct((t_chunk, h, w), np.uint8),  # region map (jitnet_jax.data.types)
         jax.ShapeDtypeStruct((t_chunk,), np.bool_),
     )
     t0 = time.perf_counter()

@@ -157,7 +157,7 @@ def run_sweep(
     abstract = (
         jax.ShapeDtypeStruct((s_n, t_chunk, h, w, 3), np.uint8),
         jax.ShapeDtypeStruct((s_n, t_chunk, h, w), np.uint8),
-        jax.ShapeDtypeStruct((s_n, t_chunk, h, w), np.float32),
+        jax.ShapeDtypeStruct((s_n, t_chunk, h, w), np.uint8),  # region map
         jax.ShapeDtypeStruct((s_n, t_chunk), np.bool_),
     )
     if mesh is not None:
