@@ -1,4 +1,4 @@
-"""The matmul-backward convolution matches XLA's convolution and its gradients."""
+"""The custom-backward convolution matches XLA's convolution and its gradients (dense and depthwise)."""
 
 from __future__ import annotations
 
@@ -13,30 +13,50 @@ DN = ("NHWC", "HWIO", "NHWC")
 
 
 @pytest.mark.parametrize(
-    "shape,kernel,stride,padding",
+    "shape,kernel,stride,padding,depthwise",
     [
-        ((2, 9, 13, 5), (3, 3), 1, ((1, 1), (1, 1))),
-        ((1, 10, 7, 4), (3, 3), 2, ((1, 1), (1, 1))),
-        ((1, 11, 8, 3), (1, 3), 1, ((0, 0), (1, 1))),
-        ((1, 8, 8, 3), (3, 1), 1, ((1, 1), (0, 0))),
-        ((1, 9, 6, 6), (1, 1), 2, ((0, 0), (0, 0))),
-        ((1, 12, 9, 2), (3, 3), 2, "same"),
+        ((2, 9, 13, 5), (3, 3), 1, ((1, 1), (1, 1)), False),
+        ((1, 10, 7, 4), (3, 3), 2, ((1, 1), (1, 1)), False),
+        ((1, 11, 8, 3), (1, 3), 1, ((0, 0), (1, 1)), False),
+        ((1, 8, 8, 3), (3, 1), 1, ((1, 1), (0, 0)), False),
+        ((1, 9, 6, 6), (1, 1), 2, ((0, 0), (0, 0)), False),
+        ((1, 12, 9, 2), (3, 3), 2, "same", False),
+        ((1, 11, 10, 7), (3, 3), 2, "same", False),  # odd size, stride 2, one extra pixel at the end
+        ((1, 9, 13, 7), (3, 3), 1, ((1, 1), (1, 1)), False),  # Ci == Co: the kernel is still transposed
+        ((2, 9, 13, 5), (3, 3), 1, ((1, 1), (1, 1)), True),
+        ((1, 11, 10, 4), (3, 3), 2, "same", True),
     ],
 )
-def test_forward_and_gradients_match_xla(shape, kernel, stride, padding) -> None:
+def test_forward_and_gradients_match_xla(shape, kernel, stride, padding, depthwise) -> None:
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
-    k = jnp.asarray(rng.normal(size=(*kernel, shape[-1], 7)), jnp.float32)
+    ci = shape[-1]
+    kshape = (*kernel, 1, ci) if depthwise else (*kernel, ci, 7 if ci != 7 else ci)
+    k = jnp.asarray(rng.normal(size=kshape), jnp.float32)
     if padding == "same":
         padding = same_padding(shape[1:3], kernel, stride)
+    groups = ci if depthwise else 1
 
     def ref(x, k):
-        return jax.lax.conv_general_dilated(x, k, (stride, stride), padding, dimension_numbers=DN)
+        return jax.lax.conv_general_dilated(
+            x, k, (stride, stride), padding, dimension_numbers=DN, feature_group_count=groups
+        )
 
-    y_ref, y = ref(x, k), conv2d(x, k, stride, padding)
+    @jax.jit
+    def both(x, k, cot):
+        g_ref = jax.vjp(ref, x, k)[1](cot)
+        g = jax.vjp(lambda a, b: conv2d(a, b, stride, padding), x, k)[1](cot)
+        return ref(x, k), conv2d(x, k, stride, padding), g_ref, g
+
+    out_shape = jax.eval_shape(ref, x, k).shape
+    cot = jnp.asarray(rng.normal(size=out_shape), jnp.float32)
+    y_ref, y, g_ref, g = both(x, k, cot)
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
-    cot = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
-    g_ref = jax.vjp(ref, x, k)[1](cot)
-    g = jax.vjp(lambda a, b: conv2d(a, b, stride, padding), x, k)[1](cot)
     for a, b in zip(g, g_ref):
+        assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_unsupported_groups_is_a_one_line_error() -> None:
+    with pytest.raises(ValueError, match="dense or depthwise"):
+        conv2d(jnp.zeros((1, 4, 4, 4)), jnp.zeros((3, 3, 2, 4)), 1, ((1, 1), (1, 1)))

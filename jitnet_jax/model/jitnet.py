@@ -61,7 +61,8 @@ class Conv(nn.Module):
     """``nn.Conv`` (same parameter names and init) whose backward pass can be computed with matmuls
     (:mod:`jitnet_jax.model.conv`), which keeps training fast inside ``lax.scan``/``while_loop`` on CPU.
 
-    Input float ``[N, H, W, Ci]`` -> ``[N, Ho, Wo, features]``.
+    Input float ``[N, H, W, Ci]`` -> ``[N, Ho, Wo, features]``. ``depthwise=True`` convolves each
+    channel with its own filter (kernel ``[kh, kw, 1, Ci]``, ``features`` must equal ``Ci``).
     """
 
     features: int
@@ -70,11 +71,19 @@ class Conv(nn.Module):
     padding: Any = "SAME"
     use_bias: bool = True
     conv_backward: str = "auto"
+    depthwise: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         kh, kw = self.kernel_size
-        kernel = self.param("kernel", _KERNEL_INIT, (kh, kw, x.shape[-1], self.features), jnp.float32)
+        groups = x.shape[-1] if self.depthwise else 1
+        if groups > 1 and self.features != groups:
+            raise ValueError(
+                f"a depthwise Conv needs features == input channels, got {self.features} != {groups}"
+            )
+        kernel = self.param(
+            "kernel", _KERNEL_INIT, (kh, kw, x.shape[-1] // groups, self.features), jnp.float32
+        )
         if self.padding == "SAME":
             pad = same_padding((x.shape[1], x.shape[2]), (kh, kw), self.strides)
         else:
@@ -83,7 +92,12 @@ class Conv(nn.Module):
             y = conv2d(x, kernel, self.strides, pad)
         else:
             y = jax.lax.conv_general_dilated(
-                x, kernel, (self.strides, self.strides), pad, dimension_numbers=("NHWC", "HWIO", "NHWC")
+                x,
+                kernel,
+                (self.strides, self.strides),
+                pad,
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                feature_group_count=groups,
             )
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
@@ -149,28 +163,21 @@ class ResidualUnit(nn.Module):
             r = Conv(self.features, (1, 3), conv_backward=cb, name="Conv_0")(r)
             r = Conv(self.features, (3, 1), conv_backward=cb, name="Conv_1")(r)
         else:
-            r = _depthwise_bn_relu(preact, 1, use_running_average, bn)
+            r = _depthwise_bn_relu(preact, 1, use_running_average, bn, cb)
             r = ConvBNReLU(self.features, (1, 1), self.stride, self.bn_momentum, self.bn_eps, cb)(
                 r, use_running_average
             )
-            r = _depthwise_bn_relu(r, 1, use_running_average, bn)
+            r = _depthwise_bn_relu(r, 1, use_running_average, bn, cb)
             r = Conv(self.features, (1, 1), conv_backward=cb, name="pointwise")(r)
         return shortcut + r
 
 
 def _depthwise_bn_relu(
-    x: jnp.ndarray, stride: int, use_running_average: bool, bn: dict[str, float]
+    x: jnp.ndarray, stride: int, use_running_average: bool, bn: dict[str, float], conv_backward: str
 ) -> jnp.ndarray:
-    c = x.shape[-1]
-    x = nn.Conv(
-        c,
-        (3, 3),
-        strides=stride,
-        padding="SAME",
-        feature_group_count=c,
-        use_bias=False,
-        kernel_init=_KERNEL_INIT,
-    )(x)
+    """Depthwise 3x3 conv (the project's :class:`Conv`, same parameter names as ``nn.Conv`` had:
+    ``Conv_0``/``Conv_1`` with kernel ``[3, 3, 1, C]``) -> BatchNorm -> ReLU."""
+    x = Conv(x.shape[-1], (3, 3), stride, use_bias=False, conv_backward=conv_backward, depthwise=True)(x)
     x = nn.BatchNorm(use_running_average=use_running_average, **bn)(x)
     return nn.relu(x)
 
