@@ -41,6 +41,7 @@ from jitnet_jax.student.metrics import stream_iou
 from jitnet_jax.student.pretrain import (
     Augment,
     Examples,
+    class_map,
     evaluate,
     pretrain,
     segmentation_examples,
@@ -104,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--fg-weight", type=float, default=10.0, help="loss weight of foreground pixels")
     p.add_argument("--width-multiplier", type=float, default=ModelConfig.width_multiplier)
+    p.add_argument(
+        "--init", help="start from a student checkpoint ('camvid': the shipped one; head mapped by name)"
+    )
+    p.add_argument("--save-every", type=int, default=0, help="also save the checkpoint every N epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -169,6 +174,7 @@ def camvid_examples(args: argparse.Namespace, names: Sequence[str], split: str) 
     """CamVid examples at 480x360 with labels mapped to ``names`` (foreground weight 2 = store "fg")."""
     from teacher.tfds_camvid import CLASS_NAMES
 
+    class_map(CLASS_NAMES, names, require_all=True, source="camvid")  # bad classes fail before any work
     images, labels = camvid_split(args, split)
     return segmentation_examples(images, labels, CLASS_NAMES, names, source="camvid")
 
@@ -251,6 +257,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             optim = dataclasses.replace(optim, schedule="cosine", decay_steps=steps, alpha=0.01)
         model = ModelConfig(num_classes=len(names), width_multiplier=args.width_multiplier)
         cfg = StudentConfig(model=model, optim=optim).validate()
+        start = None
+        if args.init:
+            from jitnet_jax.student.pretrained import load_student_for_classes, resolve_init
+            from jitnet_jax.student.step import init_state
+
+            params, stats, mapping = load_student_for_classes(
+                resolve_init(args.init), model, names, jax.random.key(args.seed + 1)
+            )
+            start = init_state(jax.random.key(args.seed), cfg, (args.height, args.width))
+            start = start.replace(params=params, batch_stats=stats)
+            info.update(init=str(args.init), init_mapping=mapping)
+
+        def on_epoch(e: int, st: Any) -> None:
+            """With --save-every N: a checkpoint of the run so far (info says which epoch)."""
+            if args.save_every and (e + 1) % args.save_every == 0 and e + 1 < args.epochs:
+                save_student(args.out, st, model, info={**info, "classes": list(names), "epochs_done": e + 1})
+
         state, losses = pretrain(
             examples,
             cfg,
@@ -260,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
             augment=augment,
             fg_weight=args.fg_weight,
+            state=start,
+            on_epoch=on_epoch,
         )
         info.update(
             classes=list(names),

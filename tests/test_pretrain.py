@@ -117,7 +117,7 @@ def _store(tmp_path, name, class_groups, label_value, n=8, h=24, w=32):
         a, b = wr.chunk_range(i)
         lab = np.zeros((b - a, h, w), np.uint8)
         lab[:, :, : w // 2] = label_value
-        wr.write_chunk(i, lab, np.ones((b - a, h, w), np.float32))
+        wr.write_chunk(i, lab, np.ones((b - a, h, w), np.uint8))  # region map: background
     return wr.finalize()
 
 

@@ -143,8 +143,6 @@ def test_head_mapping_errors_are_one_line(tmp_path):
 
 def test_shipped_camvid_student_loads():
     path = resolve_init("camvid")
-    if not path.is_dir():
-        pytest.skip("not shipped yet")  # TEMPORARY until the first checkpoint is committed
     meta = read_meta(path)
     assert meta["info"]["classes"] == TRAFFIC and meta["info"]["dataset"] == "camvid"
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
@@ -166,8 +164,6 @@ def test_shipped_camvid_student_accuracy(shared_data, tmp_path_factory):
     root = shared_data / "camvid"
     if not root.is_dir():
         pytest.skip(f"CamVid not found at {root}")
-    if not SHIPPED["camvid"].is_dir():
-        pytest.skip("not shipped yet")  # TEMPORARY until the first checkpoint is committed
     images, labels = load_split("test", data_dir=str(tmp_path_factory.mktemp("tfds")), manual_dir=root)
     frames, y, _ = segmentation_examples(images[::20], labels[::20], CLASS_NAMES, TRAFFIC, source="camvid")
     meta = read_meta(SHIPPED["camvid"])
@@ -181,5 +177,5 @@ def test_shipped_camvid_student_accuracy(shared_data, tmp_path_factory):
 
 
 #: Bounds for the shipped student on the 12 test frames above (measured minus a margin; see the docs).
-SHIPPED_MIN_MIOU = 0.0
-SHIPPED_MIN_CAR = 0.0
+SHIPPED_MIN_MIOU = 0.10  # measured 0.122 (person 0.000, car 0.365, bicycle 0.000)
+SHIPPED_MIN_CAR = 0.30
