@@ -21,6 +21,7 @@ from typing import Any
 
 import jax
 
+from jitnet_jax.compile_cache import enable_compile_cache
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
 from jitnet_jax.data.synthetic import SyntheticStream
 from jitnet_jax.online.engine import OnlineConfig
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-sequential", action="store_true", help="skip the K sequential runs")
     p.add_argument("--json", help="also write the numbers to this file")
     args = p.parse_args(argv)
+    enable_compile_cache()
     base = OnlineConfig(
         student=StudentConfig(model=ModelConfig(num_classes=4), optim=OptimConfig(name="sgd", lr=0.01)),
         chunk_size=args.chunk_size,

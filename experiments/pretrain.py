@@ -36,6 +36,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jitnet_jax.compile_cache import enable_compile_cache
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
 from jitnet_jax.student.metrics import stream_iou
 from jitnet_jax.student.pretrain import (
@@ -196,6 +197,7 @@ def fit_to(examples: Examples, height: int, width: int) -> Examples:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; 0 on success, 2 on bad arguments/input."""
     args = build_parser().parse_args(argv)
+    enable_compile_cache()
     progress = not args.no_progress
     try:
         if args.lvs is None and args.tfds is None:

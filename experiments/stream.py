@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jitnet_jax.compile_cache import add_compile_cache_flag, enable_compile_cache
 from jitnet_jax.config import SCHEDULES, ModelConfig, OptimConfig, StudentConfig, from_dict, override, to_dict
 from jitnet_jax.data.types import StreamSource
 from jitnet_jax.eval.costs import CostModel
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--cache-dir", default="label_stores", help="where precomputed label stores go")
     run = p.add_argument_group("run")
     add_config_flags(run)
+    add_compile_cache_flag(run)
     run.add_argument(
         "--init",
         help="start from a pretrained student: 'camvid' (the shipped CamVid student) or a checkpoint "
@@ -261,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     # ffmpeg (video writing, decoding) is started with fork+exec, which is safe; silence JAX's fork warning
     warnings.filterwarnings("ignore", message="os.fork\\(\\) was called")
     args = build_parser().parse_args(argv)
+    enable_compile_cache(args.compile_cache)
     try:
         cfg = make_config(args)
         source = open_source(args, cfg)

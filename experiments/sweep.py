@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.stream import add_config_flags
+from jitnet_jax.compile_cache import add_compile_cache_flag, enable_compile_cache
 from jitnet_jax.io import atomic_write_text, lock_output
 
 SUMMARY_KEYS = (
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grid-file", help='JSON {"name": [values], ...} of sweep axes')
     g.add_argument("--mode", default="gated", choices=["gated", "naive", "map"])
     g.add_argument("--devices", type=int, default=1, help="shard the configurations over this many devices")
+    add_compile_cache_flag(g)
     g.add_argument("--slice", default=None, help="'auto' (this host's share, multi-host) or 'i/n'")
     g.add_argument("--memory-gb", type=float, help="memory budget for the K check (default 80%% of free)")
     src = p.add_argument_group("stream source (default: the embedded synthetic stream)")
@@ -163,6 +165,7 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    enable_compile_cache(args.compile_cache)
     try:
         return _main(args)
     except ValueError as e:

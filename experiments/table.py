@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jitnet_jax.compile_cache import enable_compile_cache
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig, override, to_dict
 from jitnet_jax.data.label_store import atomic_write_bytes
 from jitnet_jax.data.store_source import StoreSource
@@ -597,7 +598,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stability-threshold", type=int, default=8, help="static pixel: max |dRGB| <= this")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="OnlineConfig overrides")
-    p.add_argument("--jax-cache", type=Path, help="persistent XLA compilation cache (default OUT/.jax_cache)")
+    p.add_argument(
+        "--jax-cache",
+        help="persistent XLA compilation cache folder or 'off' (default: $JITNET_COMPILE_CACHE, else "
+        "~/.cache/jitnet_jax/xla)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -610,8 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from teacher.flow import have_opencv
 
         args.out.mkdir(parents=True, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", str(args.jax_cache or args.out / ".jax_cache"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        enable_compile_cache(args.jax_cache)
         streams = args.streams or sorted(load_streams_json(args.lvs / "streams.json"))
         for st in streams:
             if not (args.lvs / st).is_dir():

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jitnet_jax.compile_cache import enable_compile_cache
 from jitnet_jax.data.label_store import (
     FORMAT_VERSION,
     DataError,
@@ -522,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (0 ok, 2 on bad input/arguments)."""
     args = build_parser().parse_args(argv)
+    enable_compile_cache()
     if args.fg_weight is not None:
         print(
             "error: --fg-weight is a run setting, not a label-store setting: stores keep box regions and "
