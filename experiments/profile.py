@@ -1,6 +1,12 @@
-"""Profile the student: parameters, forward GFLOPs (XLA cost analysis), predict and train-step latency.
+"""Profile the student: parameters, FLOPs, predict and train-step latency, and this machine's matmul peak.
 
-python -m experiments.profile --height 180 --width 320 --num-classes 4 [--json]
+    python -m experiments.profile --height 180 --width 320 --num-classes 4 [--json]
+    python -m experiments.profile --sizes 180x320,360x640,720x1280     # one invocation, one table
+
+FLOPs are XLA's cost analysis of the compiled forward and train step, next to an independent
+layer-by-layer count of the convolutions and BatchNorms (``eval.flops.conv_bn_flops``). The matmul
+peak is the best GFLOP/s of a 2048x2048 float32 matmul measured in the same run (before and after the
+model timings); predict and train step are reported as medians and as a fraction of that peak.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ import time
 import jax
 import numpy as np
 
+from jitnet_jax.compile_cache import add_compile_cache_flag, enable_compile_cache
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
-from jitnet_jax.eval.flops import student_flops
+from jitnet_jax.eval.flops import conv_bn_flops, student_flops
 from jitnet_jax.model.jitnet import count_params
 from jitnet_jax.student.step import init_state, jit_predict, jit_train_step
 
@@ -26,6 +33,19 @@ def _median_ms(fn, repeats: int) -> float:
         jax.block_until_ready(fn())
         times.append((time.perf_counter() - t0) * 1e3)
     return float(np.median(times))
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Best GFLOP/s of a jitted ``[n, n] @ [n, n]`` float32 matmul on the default device."""
+    a = jax.numpy.ones((n, n), jax.numpy.float32)
+    f = jax.jit(lambda x, y: x @ y)
+    jax.block_until_ready(f(a, a))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(a, a))
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
 
 
 def profile(cfg: StudentConfig, height: int, width: int, repeats: int = 20) -> dict[str, float]:
@@ -49,9 +69,13 @@ def profile(cfg: StudentConfig, height: int, width: int, repeats: int = 20) -> d
     infer_ms = _median_ms(lambda: pred(holder["s"], frame), repeats)
     train_ms = _median_ms(one_step, repeats)
     flops = student_flops(cfg, (height, width))
+    layers = conv_bn_flops(cfg.model, (height, width))
     return {
+        "height": height,
+        "width": width,
         "params": count_params(state.params),
         "gflops": flops["infer_flops"] / 1e9,
+        "conv_bn_gflops": layers["conv_bn_flops"] / 1e9,
         "train_step_gflops": flops["train_step_flops"] / 1e9,
         "infer_ms": infer_ms,
         "train_step_ms": train_ms,
@@ -59,21 +83,39 @@ def profile(cfg: StudentConfig, height: int, width: int, repeats: int = 20) -> d
     }
 
 
+def _parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for item in text.split(","):
+        try:
+            h, w = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--sizes takes HxW[,HxW...], got {item!r}") from None
+        sizes.append((h, w))
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--height", type=int, default=180)
     p.add_argument("--width", type=int, default=320)
+    p.add_argument("--sizes", help="several HxW frame sizes in one run, e.g. 180x320,360x640,720x1280")
     p.add_argument("--num-classes", type=int, default=4)
     p.add_argument("--width-multiplier", type=float, default=0.5)
     p.add_argument("--num-units", type=int, default=1)
     p.add_argument("--separable", action="store_true")
     p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--conv-backward", default="auto", choices=["auto", "matmul", "xla"])
     p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help="print one JSON object (last line)")
+    add_compile_cache_flag(p)
     args = p.parse_args(argv)
     try:
-        if args.height < 1 or args.width < 1:
-            raise ValueError(f"--height/--width must be positive, got {args.height}x{args.width}")
+        sizes = _parse_sizes(args.sizes) if args.sizes else [(args.height, args.width)]
+        for h, w in sizes:
+            if h < 1 or w < 1:
+                raise ValueError(f"frame sizes must be positive, got {h}x{w}")
+        if args.repeats < 1:
+            raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
         cfg = StudentConfig(
             model=ModelConfig(
                 num_classes=args.num_classes,
@@ -81,24 +123,41 @@ def main(argv: list[str] | None = None) -> int:
                 num_units=args.num_units,
                 separable=args.separable,
                 scale=args.scale,
+                conv_backward=args.conv_backward,
             ),
             optim=OptimConfig(),
         ).validate()
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = profile(cfg, args.height, args.width, args.repeats)
+    enable_compile_cache(args.compile_cache)
+    peak = matmul_peak_gflops()
+    rows = [profile(cfg, h, w, args.repeats) for h, w in sizes]
+    peak = max(peak, matmul_peak_gflops())
+    for r in rows:
+        r["matmul_peak_gflops_s"] = peak
+        r["infer_peak_fraction"] = r["gflops"] / r["infer_ms"] / peak * 1e3
+        r["train_step_peak_fraction"] = r["train_step_gflops"] / r["train_step_ms"] / peak * 1e3
     if args.json:
-        print(json.dumps(out))
-    else:
+        print(json.dumps(rows[0] if len(rows) == 1 else {"sizes": rows}))
+        return 0
+    print(
+        f"JITNet m={args.width_multiplier} units={args.num_units} classes={args.num_classes} "
+        f"on {rows[0]['backend']}, {rows[0]['params']:,} params; matmul peak {peak:.1f} GFLOP/s "
+        "(2048^2 float32, best of 5)"
+    )
+    print(
+        f"{'size':>10} {'fwd GFLOPs':>10} {'conv+BN':>8} {'ratio':>6} {'step GFLOPs':>11} "
+        f"{'predict ms':>10} {'% peak':>6} {'train ms':>9} {'% peak':>6}"
+    )
+    for r in rows:
         print(
-            f"JITNet m={args.width_multiplier} units={args.num_units} classes={args.num_classes} "
-            f"at {args.height}x{args.width} on {out['backend']}"
+            f"{r['height']:>4}x{r['width']:<5} {r['gflops']:>10.3f} {r['conv_bn_gflops']:>8.3f} "
+            f"{r['gflops'] / r['conv_bn_gflops']:>6.3f} {r['train_step_gflops']:>11.3f} "
+            f"{r['infer_ms']:>10.1f} {100 * r['infer_peak_fraction']:>5.1f}% "
+            f"{r['train_step_ms']:>9.1f} {100 * r['train_step_peak_fraction']:>5.1f}%"
         )
-        print(f"  params          {out['params']:,}")
-        print(f"  forward GFLOPs  {out['gflops']:.3f}")
-        print(f"  predict         {out['infer_ms']:.1f} ms (median)")
-        print(f"  train step      {out['train_step_ms']:.1f} ms (median)")
+    print("(predict and train step: medians after compilation; ratio = XLA forward FLOPs / conv+BN count)")
     return 0
 
 

@@ -8,7 +8,8 @@ Where compiled programs are kept (first match wins):
 Every program is cached, however small or quick to compile (JAX's defaults skip programs that compile
 in under a second), so a second identical run compiles nothing. The folder only holds XLA executables
 keyed by program, jax/jaxlib version and device; it can be deleted at any time. Entry points call
-:func:`enable_compile_cache` at the top of ``main()``, before anything is compiled.
+:func:`enable_compile_cache` at the top of ``main()``, before anything is compiled (importing this
+module does not import jax).
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-
-import jax
 
 ENV_VAR = "JITNET_COMPILE_CACHE"
 OFF_VALUES = ("off", "none", "0", "false", "no")
@@ -58,6 +57,7 @@ def enable_compile_cache(
       The cache folder in use, or None when the cache is off (by request, or because the folder cannot
       be created: then a one-line warning goes to stderr and the command runs uncached).
     """
+    import jax
     from jax.experimental.compilation_cache import compilation_cache as cc
 
     path = resolve_cache_dir(setting, environ)
