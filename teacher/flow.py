@@ -9,20 +9,12 @@ plus the remap) is measured per propagated frame on this machine and reported be
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
-from jitnet_jax.data.types import IGNORE_LABEL, StreamSource
-from jitnet_jax.eval.baselines import (
-    ChunkCallback,
-    MethodRun,
-    concat_rows,
-    confusion_np,
-    limited_chunks,
-    per_frame_rows,
-)
+from jitnet_jax.data.types import StreamSource
+from jitnet_jax.eval.baselines import ChunkCallback, MethodRun, run_label_propagation
 
 #: Farneback parameters (OpenCV's documented example values): pyr_scale, levels, winsize, iterations,
 #: poly_n, poly_sigma, flags.
@@ -76,51 +68,25 @@ def run_flow_propagation(
     on_chunk: ChunkCallback | None = None,
     progress: bool = True,
 ) -> MethodRun:
-    """Teacher on frames ``0, delta, 2 delta, ...``, its label warped forward by dense flow in between.
+    """Teacher on frames ``0, delta, 2 delta, ...``, its label warped forward by dense flow in between
+    (:func:`~jitnet_jax.eval.baselines.run_label_propagation` with :func:`warp_label`).
 
     Returns a :class:`~jitnet_jax.eval.baselines.MethodRun` whose ``wall_s`` is the flow time and whose
-    ``extra["flow_ms_per_frame"]`` is the mean cost of one propagated frame.
+    ``extra`` holds ``flow_ms_per_frame`` (the mean cost of one propagated frame) and ``flow_frames``.
     """
-    if delta < 1:
-        raise ValueError(f"flow delta must be >= 1, got {delta}")
     _cv2()
-    c = source.info.num_classes
-    prev: tuple[np.ndarray, np.ndarray] | None = None  # (frame, label) of the previous frame
-    parts, flow_s, flow_frames = [], 0.0, 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        total = source.info.num_frames if max_frames is None else min(source.info.num_frames, max_frames)
-        bar = tqdm(
-            total=total, unit="frame", desc=f"{source.info.name} flow", dynamic_ncols=True, leave=False
-        )
-    for chunk in limited_chunks(source, chunk_size, max_frames):
-        n = int(chunk.valid.sum())
-        preds = np.zeros(chunk.labels.shape, np.uint8)
-        teacher = np.zeros(n, bool)
-        for j in range(n):
-            t = chunk.start + j
-            if t % delta == 0 or prev is None:
-                lab = np.where(chunk.labels[j] == IGNORE_LABEL, 0, chunk.labels[j]).astype(np.uint8)
-                teacher[j] = True
-            else:
-                t0 = time.perf_counter()
-                lab = warp_label(prev[1], prev[0], chunk.frames[j])
-                flow_s += time.perf_counter() - t0
-                flow_frames += 1
-            preds[j] = lab
-            prev = (chunk.frames[j], lab)
-        parts.append(
-            per_frame_rows(chunk.start, confusion_np(chunk.labels[:n], preds[:n], c), teacher, delta=delta)
-        )
-        if on_chunk is not None:
-            on_chunk(chunk, preds)
-        if bar is not None:
-            bar.update(n)
-    if bar is not None:
-        bar.close()
-    ms = 1e3 * flow_s / flow_frames if flow_frames else 0.0
-    return MethodRun(
-        concat_rows(parts, c), flow_s, 0.0, {"flow_ms_per_frame": ms, "flow_frames": flow_frames}
+    run = run_label_propagation(
+        source,
+        delta,
+        warp_label,
+        chunk_size=chunk_size,
+        max_frames=max_frames,
+        on_chunk=on_chunk,
+        progress=progress,
+        desc="flow",
     )
+    run.extra = {
+        "flow_ms_per_frame": run.extra["ms_per_frame"],
+        "flow_frames": run.extra["propagated_frames"],
+    }
+    return run

@@ -7,10 +7,12 @@ scores all of them with the same stream-level foreground mIoU and the same cost 
 * **No adaptation** (:func:`run_fixed_student`): a student (the pretrained initial one) predicts every
   frame, no teacher, no updates. One compiled ``lax.map`` over a chunk, one host sync per chunk.
 * **Offline oracle** (:func:`oracle_examples` + :func:`train_offline` + :func:`run_fixed_student`): the
-  student is trained offline on every 8th teacher frame of the *same* stream for several epochs with the
-  jitted train step, then predicts every frame without updates. It has seen the test distribution.
+  student is trained offline on every 8th teacher frame of the *same* stream for several epochs (one
+  compiled ``lax.scan`` per epoch, the pretraining loop :func:`jitnet_jax.student.pretrain.pretrain`), then predicts every frame without
+  updates. It has seen the test distribution.
 * **Label hold** (:func:`run_label_hold`): the teacher runs every ``delta`` frames and its label is the
   prediction until the next teacher frame (zero student cost; the lower bound of flow propagation).
+  Label hold and flow propagation (``teacher.flow``) share one loop, :func:`run_label_propagation`.
 * **Fixed stride** (:func:`fixed_stride_config`): the online engine with ``delta_min = delta_max = delta``
   and ``a_thr = 1.0``, so it never stops early and takes exactly ``u_max`` updates per teacher frame.
 
@@ -19,11 +21,15 @@ Temporal stability (:class:`StabilityMeter`, :func:`label_flips`): the **flip ra
 ``max_c |I_t(p, c) - I_{t-1}(p, c)| <= threshold`` (uint8 RGB, default 8 of 255). Pixels whose label is
 the ignore label in either frame are excluded. Lower is more stable; the teacher's own labels are scored
 the same way. Summed over the stream: ``sum_t flips_t / sum_t static_t``.
+
+Every baseline's per-frame rows are the runner's (:func:`jitnet_jax.online.runner.chunk_per_frame`) and
+every run is scored by the one summary, :func:`jitnet_jax.eval.summary.summarize_per_frame`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,13 +38,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jitnet_jax.config import StudentConfig
+from jitnet_jax.config import OnlineConfig, StudentConfig
 from jitnet_jax.data.types import IGNORE_LABEL, Chunk, StreamSource
-from jitnet_jax.eval.costs import CostModel, cost_model_speedup
-from jitnet_jax.online.engine import Knobs, OnlineConfig, effective_weight
-from jitnet_jax.online.runner import limit_chunks
-from jitnet_jax.student.metrics import confusion_matrix, iou_from_counts
-from jitnet_jax.student.step import StudentState, apply_model, jit_train_step
+from jitnet_jax.online.runner import chunk_per_frame, concat_per_frame, limit_chunks
+from jitnet_jax.student.metrics import confusion_matrix
+from jitnet_jax.student.step import StudentState, apply_model
 
 DEFAULT_STATIC_THRESHOLD = 8
 
@@ -50,34 +54,24 @@ ChunkCallback = Callable[[Chunk, np.ndarray], None]
 # --------------------------------------------------------------------------- per-frame statistics
 
 
-def per_frame_rows(
-    start: int,
+def chunk_rows(
+    chunk: Chunk,
     confusion: np.ndarray,
     teacher: np.ndarray | None = None,
-    updates: np.ndarray | None = None,
     delta: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Per-frame rows in the runner's format from int ``[n, C, C]`` confusion matrices."""
-    conf = np.asarray(confusion, np.int64)
-    n = conf.shape[0]
-    tp = np.diagonal(conf, axis1=1, axis2=2)
-    return {
-        "frame": np.arange(start, start + n, dtype=np.int64),
+    """The runner's per-frame rows of one chunk from int ``[T or n, C, C]`` confusion matrices (no updates;
+    ``teacher`` bool ``[n]`` marks the frames the teacher ran on). Padding frames are dropped."""
+    n = int(chunk.valid.sum())
+    conf = np.asarray(confusion)
+    stats = {
+        "confusion": conf,
         "teacher": np.zeros(n, bool) if teacher is None else np.asarray(teacher, bool),
-        "updates": np.zeros(n, np.int32) if updates is None else np.asarray(updates, np.int32),
+        "updates": np.zeros(n, np.int32),
         "delta": np.full(n, delta, np.int32),
         "acc": np.zeros(n, np.float32),
-        "tp": tp,
-        "fp": conf.sum(1) - tp,
-        "fn": conf.sum(2) - tp,
     }
-
-
-def concat_rows(parts: list[dict[str, np.ndarray]], num_classes: int) -> dict[str, np.ndarray]:
-    """Concatenate per-frame dicts (an empty run gives length-0 arrays)."""
-    if not parts:
-        return per_frame_rows(0, np.zeros((0, num_classes, num_classes), np.int64))
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return chunk_per_frame(chunk, stats)
 
 
 def confusion_np(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
@@ -257,14 +251,14 @@ def run_fixed_student(
         conf, preds = jax.device_get(compiled(params, batch_stats, chunk.frames, chunk.labels, chunk.valid))
         wall += time.perf_counter() - t1
         n = int(chunk.valid.sum())
-        parts.append(per_frame_rows(chunk.start, conf[:n]))
+        parts.append(chunk_rows(chunk, conf))
         if on_chunk is not None:
             on_chunk(chunk, preds)
         if bar is not None:
             bar.update(n)
     if bar is not None:
         bar.close()
-    return MethodRun(concat_rows(parts, info.num_classes), wall, compile_s)
+    return MethodRun(concat_per_frame(parts, info.num_classes), wall, compile_s)
 
 
 def _bar(progress: bool, source: StreamSource, max_frames: int | None, desc: str) -> Any:
@@ -276,7 +270,64 @@ def _bar(progress: bool, source: StreamSource, max_frames: int | None, desc: str
     return tqdm(total=n, unit="frame", desc=f"{source.info.name} {desc}", dynamic_ncols=True, leave=False)
 
 
-# --------------------------------------------------------------------------- label hold
+# --------------------------------------------------------------------------- label hold / propagation
+
+#: ``propagate(label uint8 [H, W], prev_frame uint8 [H, W, 3], frame uint8 [H, W, 3]) -> label uint8 [H, W]``
+Propagate = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def run_label_propagation(
+    source: StreamSource,
+    delta: int,
+    propagate: Propagate | None = None,
+    *,
+    chunk_size: int = 64,
+    max_frames: int | None = None,
+    on_chunk: ChunkCallback | None = None,
+    progress: bool = False,
+    desc: str = "label hold",
+) -> MethodRun:
+    """Teacher on frames ``0, delta, 2 delta, ...`` (ignore pixels -> background); every other frame's
+    prediction is the previous frame's, carried forward by ``propagate`` (``None``: held unchanged).
+
+    Returns a :class:`MethodRun` whose ``wall_s`` is the CPU time of this process spent in ``propagate``
+    (``time.process_time``: on a shared machine, wall time would charge the baseline for other processes'
+    work) and whose ``extra`` holds ``propagated_frames`` and ``ms_per_frame`` (the mean cost of one
+    propagated frame).
+    """
+    if delta < 1:
+        raise ValueError(f"{desc} delta must be >= 1, got {delta}")
+    c = source.info.num_classes
+    prev: tuple[np.ndarray, np.ndarray] | None = None  # (frame, label) of the previous frame
+    parts, spent, propagated = [], 0.0, 0
+    bar = _bar(progress, source, max_frames, desc)
+    for chunk in limited_chunks(source, chunk_size, max_frames):
+        n = int(chunk.valid.sum())
+        preds = np.zeros(chunk.labels.shape, np.uint8)
+        teacher = np.zeros(n, bool)
+        for j in range(n):
+            if (chunk.start + j) % delta == 0 or prev is None:
+                lab = np.where(chunk.labels[j] == IGNORE_LABEL, 0, chunk.labels[j]).astype(np.uint8)
+                teacher[j] = True
+            elif propagate is None:
+                lab = prev[1]
+            else:
+                t0 = time.process_time()
+                lab = propagate(prev[1], prev[0], chunk.frames[j])
+                spent += time.process_time() - t0
+                propagated += 1
+            preds[j] = lab
+            prev = (chunk.frames[j], lab)
+        parts.append(chunk_rows(chunk, confusion_np(chunk.labels[:n], preds[:n], c), teacher, delta))
+        if on_chunk is not None:
+            on_chunk(chunk, preds)
+        if bar is not None:
+            bar.update(n)
+    if bar is not None:
+        bar.close()
+    ms = 1e3 * spent / propagated if propagated else 0.0
+    extra = {"propagated_frames": propagated, "ms_per_frame": ms}
+    return MethodRun(concat_per_frame(parts, c), spent, 0.0, extra)
 
 
 def run_label_hold(
@@ -287,29 +338,11 @@ def run_label_hold(
     max_frames: int | None = None,
     on_chunk: ChunkCallback | None = None,
 ) -> MethodRun:
-    """Teacher on frames ``0, delta, 2 delta, ...``; its label (ignore pixels -> background) is the
-    prediction of every frame until the next teacher frame. Student cost is zero."""
-    if delta < 1:
-        raise ValueError(f"label hold delta must be >= 1, got {delta}")
-    c = source.info.num_classes
-    held: np.ndarray | None = None
-    parts = []
-    for chunk in limited_chunks(source, chunk_size, max_frames):
-        n = int(chunk.valid.sum())
-        preds = np.zeros(chunk.labels.shape, np.uint8)
-        teacher = np.zeros(n, bool)
-        for j in range(n):
-            t = chunk.start + j
-            if t % delta == 0:
-                held = np.where(chunk.labels[j] == IGNORE_LABEL, 0, chunk.labels[j]).astype(np.uint8)
-                teacher[j] = True
-            preds[j] = held
-        parts.append(
-            per_frame_rows(chunk.start, confusion_np(chunk.labels[:n], preds[:n], c), teacher, delta=delta)
-        )
-        if on_chunk is not None:
-            on_chunk(chunk, preds)
-    return MethodRun(concat_rows(parts, c), 0.0)
+    """Label hold: the teacher label of every ``delta``-th frame is the prediction until the next teacher
+    frame. Student cost is zero (``wall_s`` is 0)."""
+    return run_label_propagation(
+        source, delta, None, chunk_size=chunk_size, max_frames=max_frames, on_chunk=on_chunk
+    )
 
 
 # --------------------------------------------------------------------------- fixed stride
@@ -327,9 +360,10 @@ def fixed_stride_config(base: OnlineConfig, delta: int, updates: int) -> OnlineC
 def oracle_examples(
     source: StreamSource, every: int = 8, max_frames: int | None = None, chunk_size: int = 64
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frames ``0, every, 2 every, ...`` of the stream with their teacher labels and weights.
+    """Frames ``0, every, 2 every, ...`` of the stream with their teacher labels and region maps.
 
-    Returns ``(frames uint8 [K, H, W, 3], labels uint8 [K, H, W], weights float32 [K, H, W])``.
+    Returns ``(frames uint8 [K, H, W, 3], labels uint8 [K, H, W], regions uint8 [K, H, W])`` (region
+    map: 0 ignore, 1 background, 2 inside a dilated teacher box; see ``jitnet_jax.data.types``).
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
@@ -359,95 +393,29 @@ def train_offline(
     progress: bool = True,
     desc: str = "offline training",
 ) -> tuple[StudentState, list[float]]:
-    """Train the student for ``epochs`` passes over the examples, one frame per step, shuffled each epoch.
+    """Train the student for ``epochs`` passes over the examples, one frame per step, shuffled each epoch:
+    the pretraining loop (:func:`jitnet_jax.student.pretrain.pretrain`, one compiled ``lax.scan`` per
+    epoch, no augmentation) started from ``state``.
 
     Args:
-      frames: uint8 ``[K, H, W, 3]``; labels: uint8 ``[K, H, W]``; weights: float ``[K, H, W]`` as in a
-        label store (> 1 inside the teacher's boxes, 0 ignored); mapped to ``fg_weight``/``bg_weight``
-        like the online engine does.
+      frames: uint8 ``[K, H, W, 3]``; labels: uint8 ``[K, H, W]``; weights: the region map uint8
+        ``[K, H, W]`` of a source, mapped to ``fg_weight``/``bg_weight`` (2 inside boxes / 1 elsewhere;
+        0 stays ignored).
       key: PRNG key for the shuffling.
     Returns:
-      ``(state, mean loss per epoch)``.
+      ``(state, mean loss per epoch)``; the input state is not donated.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    k = len(frames)
-    if not (len(labels) == len(weights) == k) or k == 0:
-        raise ValueError(
-            f"need the same positive number of frames/labels/weights, got {k}/{len(labels)}/{len(weights)}"
-        )
-    knobs = Knobs(
-        a_thr=jnp.float32(1.0),
-        delta_min=jnp.int32(1),
-        delta_max=jnp.int32(1),
-        u_max=jnp.int32(1),
-        fg_weight=jnp.float32(fg_weight),
-        bg_weight=jnp.float32(bg_weight),
-    )
-    w_eff = np.asarray(effective_weight(jnp.asarray(weights, jnp.float32), knobs))
-    step = jit_train_step(cfg)
-    state = jax.tree_util.tree_map(jnp.copy, state)  # the jitted step donates its input state
-    bar = None
+    from jitnet_jax.student.pretrain import pretrain
+
     if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=epochs * k, unit="step", desc=desc, dynamic_ncols=True, leave=False)
-    losses = []
-    for _ in range(epochs):
-        key, sub = jax.random.split(key)
-        order = np.asarray(jax.random.permutation(sub, k))
-        total = jnp.float32(0.0)
-        for i in order:
-            state, m = step(state, frames[i], labels[i].astype(np.int32), w_eff[i])
-            total = total + m["loss"]
-            if bar is not None:
-                bar.update(1)
-        losses.append(float(total) / k)
-        if bar is not None:
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    if bar is not None:
-        bar.close()
-    return state, losses
-
-
-# --------------------------------------------------------------------------- summary
-
-
-def summarize_run(
-    per_frame: dict[str, np.ndarray],
-    class_names: tuple[str, ...],
-    *,
-    cost: CostModel | None = None,
-    student_ms: float | None = None,
-    measured_teacher_ms: float | None = None,
-    wall_s: float = 0.0,
-) -> dict[str, Any]:
-    """Scores and costs of a run from its per-frame statistics.
-
-    Args:
-      cost: the paper's cost model; ``student_ms`` replaces its per-frame inference cost on non-teacher
-        frames (0 for label hold, the measured flow cost for flow propagation).
-      measured_teacher_ms: the teacher's measured cost per frame; with ``wall_s`` (the method's measured
-        work) gives ``speedup_measured = teacher_ms N / (teacher_ms T + 1000 wall_s)``.
-    """
-    cost = cost or CostModel()
-    if student_ms is not None:
-        cost = dataclasses.replace(cost, infer_ms=student_ms)
-    scores = iou_from_counts(per_frame["tp"].sum(0), per_frame["fp"].sum(0), per_frame["fn"].sum(0))
-    n = int(len(per_frame["frame"]))
-    t = int(per_frame["teacher"].sum())
-    u = int(per_frame["updates"].sum())
-    out: dict[str, Any] = {
-        "miou": scores["miou"],
-        "class_iou": dict(zip(class_names, scores["class_iou"])),
-        "frames": n,
-        "teacher_frames": t,
-        "teacher_fraction": t / max(n, 1),
-        "updates": u,
-        "speedup_cost_model": cost_model_speedup(n, t, u, cost),
-        "wall_s": wall_s,
-    }
-    if measured_teacher_ms is not None:
-        spent = measured_teacher_ms * t + 1e3 * wall_s
-        out["speedup_measured"] = measured_teacher_ms * n / max(spent, 1e-9)
-    return out
+        print(f"{desc}: {len(frames)} examples, {epochs} epochs", file=sys.stderr)
+    return pretrain(
+        (frames, labels, weights),
+        cfg,
+        epochs=epochs,
+        key=key,
+        progress=progress,
+        fg_weight=fg_weight,
+        bg_weight=bg_weight,
+        state=state,
+    )

@@ -16,7 +16,8 @@ import numpy as np
 
 from jitnet_jax.data.prefetch import prefetch
 from jitnet_jax.data.types import Chunk, StreamSource
-from jitnet_jax.eval.costs import CostModel, cost_model_speedup, flops_speedup
+from jitnet_jax.eval.costs import CostModel
+from jitnet_jax.eval.summary import summarize_per_frame
 from jitnet_jax.online.engine import Knobs, OnlineConfig, OnlineState, init_online_state, make_run_chunk
 from jitnet_jax.student.metrics import iou_from_counts
 from jitnet_jax.student.step import init_state
@@ -244,35 +245,15 @@ def summarize(
     cost: CostModel | None = None,
     gflops: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The run's summary: stream-level IoU (foreground mIoU), teacher fraction, updates, speedups."""
-    cost = cost or CostModel()
-    pf = result.per_frame
-    scores = iou_from_counts(*confusion_from_per_frame(pf))
-    frames = int(len(pf["frame"]))
-    teacher_frames = int(pf["teacher"].sum())
-    updates = int(pf["updates"].sum())
-    passed = int((pf["teacher"] & (pf["acc"] > cfg.a_thr)).sum())
-    out: dict[str, Any] = {
-        "miou": scores["miou"],
-        "class_iou": dict(zip(class_names, scores["class_iou"])),
-        "frames": frames,
-        "teacher_frames": teacher_frames,
-        "teacher_fraction": teacher_frames / max(frames, 1),
-        "updates": updates,
-        "speedup_cost_model": cost_model_speedup(frames, teacher_frames, updates, cost),
-        "wall_s": result.wall_s,
-        "compile_s": result.compile_s,
-        "student_ms_per_frame": 1e3 * result.wall_s / max(frames, 1),
-    }
-    if gflops is not None:
-        out["speedup_flops"] = flops_speedup(
-            frames,
-            teacher_frames,
-            updates + passed,
-            updates,
-            gflops["infer_gflops"],
-            gflops["train_step_gflops"],
-            cost,
-        )
-        out.update({k: float(v) for k, v in gflops.items()})
-    return out
+    """The run's summary: stream-level IoU (foreground mIoU), teacher fraction, updates, speedups
+    (:func:`jitnet_jax.eval.summary.summarize_per_frame`, the one summary every method uses)."""
+    return summarize_per_frame(
+        result.per_frame,
+        class_names,
+        cost=cost,
+        wall_s=result.wall_s,
+        compile_s=result.compile_s,
+        a_thr=cfg.a_thr,
+        gflops=gflops,
+        frames_per_update=cfg.replay_batch,
+    )
