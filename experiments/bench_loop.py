@@ -1,6 +1,6 @@
 """Benchmark: the compiled stream loop against the per-frame Python reference and the compute limit.
 
-    python -m experiments.bench_loop [--frames 300 --height 180 --width 320]
+    python -m experiments.bench_loop [--frames 300 --height 180 --width 320] [--compile-cache PATH|off]
 
 For one stream and config, in one invocation, it prints:
   * compiled: wall time of ``run_stream`` (compiled chunks; compilation excluded);
@@ -19,6 +19,7 @@ import time
 import jax
 import numpy as np
 
+from jitnet_jax.compile_cache import add_compile_cache_flag, enable_compile_cache
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
 from jitnet_jax.data.synthetic import SyntheticStream
 from jitnet_jax.online.engine import Knobs, OnlineConfig, effective_weight
@@ -38,7 +39,7 @@ def compute_limit(
     rng = np.random.default_rng(seed)
     frame = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
     label = rng.integers(0, scfg.model.num_classes, shape).astype(np.int32)
-    weight = np.ones(shape, np.float32)
+    weight = np.ones(shape, np.uint8)  # region map: background everywhere
     pr = jax.jit(lambda s, f: predict(scfg, s, f))
     lg = jax.jit(lambda s, f, y, w: loss_and_grads(scfg, s, f, y, effective_weight(w, knobs)))
 
@@ -70,7 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--a-thr", type=float, default=0.8)
     p.add_argument("--chunk-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    add_compile_cache_flag(p)
     args = p.parse_args(argv)
+    if args.frames < 1 or args.height < 8 or args.width < 8:
+        print(
+            f"error: need --frames >= 1 and --height/--width >= 8, got {args.frames}, {args.height}x{args.width}",
+            file=sys.stderr,
+        )
+        return 2
+    enable_compile_cache(args.compile_cache)
     cfg = OnlineConfig(
         student=StudentConfig(model=ModelConfig(num_classes=4), optim=OptimConfig(name="adam", lr=1e-3)),
         a_thr=args.a_thr,
