@@ -108,6 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--model", help="teacher model file (default: from JITNET_DATA/models)")
     src.add_argument("--groups", help='class groups for --video, e.g. "person;car,bus,truck"')
     src.add_argument("--cache-dir", default="label_stores", help="where precomputed label stores go")
+    src.add_argument(
+        "--live",
+        action="store_true",
+        help="with --video/--lvs and --teacher: run the teacher only on the frames the controller selects, "
+        "when it selects them (labels kept in OUT/labels; see docs/live.md)",
+    )
+    src.add_argument(
+        "--audit-every",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --live: also run the teacher on every K-th frame, for scoring only (timed apart)",
+    )
     run = p.add_argument_group("run")
     add_config_flags(run)
     add_compile_cache_flag(run)
@@ -176,6 +189,19 @@ def open_source(args: argparse.Namespace, cfg: RunConfig) -> StreamSource:
     """The stream source the flags ask for (label stores are precomputed on demand)."""
     if sum(x is not None for x in (args.lvs, args.store, args.video)) > 1:
         raise ValueError("give at most one of --lvs, --store, --video")
+    if getattr(args, "live", False):
+        from teacher.live import open_live
+
+        return open_live(
+            teacher=args.teacher,
+            video=args.video,
+            lvs=args.lvs,
+            stream=None if args.stream == "synthetic" else args.stream,
+            model=args.model,
+            groups=args.groups,
+            height=cfg.height,
+            width=cfg.width,
+        )
     if args.store:
         from jitnet_jax.data.store_source import StoreSource
 
@@ -264,8 +290,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="os.fork\\(\\) was called")
     args = build_parser().parse_args(argv)
     enable_compile_cache(args.compile_cache)
+    args.started = time.perf_counter()  # live mode reports the run's end-to-end wall time from here
     try:
         cfg = make_config(args)
+        if args.live:
+            from jitnet_jax.online.live import live_config
+
+            cfg = dataclasses.replace(cfg, online=live_config(cfg.online, args.chunk_size, args.audit_every))
         source = open_source(args, cfg)
     except ValueError as e:  # includes DataError / VideoError
         print(f"error: {e}", file=sys.stderr)
@@ -416,7 +447,14 @@ def _run_locked(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, 
 
     old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result: StreamResult = run_stream(
+        run = run_stream
+        if args.live:
+            from jitnet_jax.online.live import stream_runner
+
+            run = stream_runner(
+                source.frames, source.open_teacher(out / "labels"), args.audit_every, cfg.frames
+            )
+        result: StreamResult = run(
             source,
             cfg.online,
             state=state,
@@ -454,6 +492,8 @@ def _finish(
 ) -> int:
     """Summary, per-frame CSV, timeline; ``summary.json`` is written last (it marks the run finished)."""
     info = source.info
+    if args.live:
+        return _finish_live(args, cfg, source, out, result)
     gflops = {
         k.replace("_flops", "_gflops"): v / 1e9
         for k, v in student_flops(cfg.online.student, (info.height, info.width)).items()
@@ -471,6 +511,33 @@ def _finish(
     )
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     print(format_summary(summary))
+    print(f"\noutputs in {out}/")
+    return 0
+
+
+def _finish_live(
+    args: argparse.Namespace, cfg: RunConfig, source: Any, out: Path, result: StreamResult
+) -> int:
+    """Outputs of a live run: as :func:`_finish`, with the real speedup beside the cost model's, and the
+    accuracy of the audited frames (or none: without ``--audit-every`` accuracy is not measured)."""
+    from experiments.visualize import plot_timeline
+    from jitnet_jax.online.live import as_live_result, audit_mask, format_live_summary, live_summary
+
+    info = source.info
+    result = as_live_result(result)
+    summary = summarize(result, cfg.online, info.class_names, cfg.cost)
+    write_per_frame_csv(out / "per_frame.csv", result.per_frame, info.class_names)
+    plot_timeline(
+        result.per_frame,
+        out / "timeline.png",
+        title=f"{info.name}: JITNet live, a_thr={cfg.online.a_thr}",
+        scored=audit_mask(result.per_frame["frame"], args.audit_every),
+    )
+    total_s = time.perf_counter() - args.started - result.audit_wall_s  # end to end, audit taken out
+    summary.update(live_summary(result, args.audit_every, info.class_names, total_s))
+    summary["stream"] = info.name
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    print(format_live_summary(summary))
     print(f"\noutputs in {out}/")
     return 0
 

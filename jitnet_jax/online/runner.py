@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jitnet_jax.data.prefetch import prefetch
@@ -23,6 +24,20 @@ from jitnet_jax.student.metrics import iou_from_counts
 from jitnet_jax.student.step import init_state
 
 PER_FRAME_KEYS = ("frame", "teacher", "updates", "delta", "acc", "tp", "fp", "fn")
+#: dtypes of a chunk's labels and weights as the compiled ``run_chunk`` receives them.
+LABEL_DTYPE = np.uint8
+WEIGHT_DTYPE = np.uint8  # the region map (0 ignore, 1 background, 2 box; jitnet_jax.data.types)
+
+
+def chunk_abstract(t_chunk: int, height: int, width: int) -> tuple[jax.ShapeDtypeStruct, ...]:
+    """Abstract ``(frames, labels, weights, valid)`` of a chunk: the static shapes ``run_chunk`` is
+    compiled for (uint8 ``[T, H, W, 3]``, ``LABEL_DTYPE [T, H, W]``, ``WEIGHT_DTYPE [T, H, W]``, bool ``[T]``)."""
+    return (
+        jax.ShapeDtypeStruct((t_chunk, height, width, 3), np.uint8),
+        jax.ShapeDtypeStruct((t_chunk, height, width), LABEL_DTYPE),
+        jax.ShapeDtypeStruct((t_chunk, height, width), WEIGHT_DTYPE),
+        jax.ShapeDtypeStruct((t_chunk,), np.bool_),
+    )
 
 
 @dataclasses.dataclass
@@ -33,7 +48,8 @@ class StreamResult:
       state: final online state (on device).
       per_frame: numpy arrays over the processed frames: ``frame`` int64 [N], ``teacher`` bool [N],
         ``updates`` int32 [N], ``delta`` int32 [N], ``acc`` float32 [N], ``tp``/``fp``/``fn`` int64 [N, C].
-      wall_s: seconds spent running the compiled chunks (compilation excluded).
+      wall_s: seconds from the first chunk's dispatch to the last chunk's stats on the host: device
+        compute plus whatever host work (decoding, ``on_chunk``) it did not hide (compilation excluded).
       compile_s: seconds spent compiling.
     """
 
@@ -119,6 +135,20 @@ class PerFrameBuffer:
         return {k: v[: self._n] for k, v in self._data.items()}
 
 
+def compile_chunk(
+    cfg: OnlineConfig, state: OnlineState, height: int, width: int, keep_preds: bool = False
+) -> Any:
+    """The engine's ``run_chunk`` compiled ahead of time for chunks of ``cfg.chunk_size`` frames of
+    ``(height, width)`` and states shaped like ``state``: ``fn(knobs, state, frames, labels, weights,
+    valid) -> (state, stats)``. Fixed shapes: calling it never recompiles."""
+    knobs = Knobs.from_config(cfg)
+    return (
+        make_run_chunk(cfg, keep_preds)
+        .lower(knobs, state, *chunk_abstract(cfg.chunk_size, height, width))
+        .compile()
+    )
+
+
 def confusion_from_per_frame(per_frame: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stream totals (tp, fp, fn), each int64 [C]."""
     return per_frame["tp"].sum(0), per_frame["fp"].sum(0), per_frame["fn"].sum(0)
@@ -143,6 +173,7 @@ def run_stream(
     progress: bool = True,
     prefetch_depth: int = 2,
     should_stop: Callable[[], bool] | None = None,
+    compiled: Any | None = None,
 ) -> StreamResult:
     """Run online distillation over ``source``.
 
@@ -159,6 +190,8 @@ def run_stream(
       progress: show a tqdm bar with frames/s, live mIoU, delta and teacher %.
       should_stop: polled after every chunk; when it returns True the run stops there (e.g. on SIGTERM)
         and the partial result is returned.
+      compiled: a :func:`compile_chunk` executable for this config, state and frame size, to reuse
+        across runs (None: compile here).
     """
     cfg.validate()
     info = source.info
@@ -179,14 +212,9 @@ def run_stream(
     knobs = Knobs.from_config(cfg)
     t_chunk = cfg.chunk_size
     h, w = info.height, info.width
-    abstract = (
-        jax.ShapeDtypeStruct((t_chunk, h, w, 3), np.uint8),
-        jax.ShapeDtypeStruct((t_chunk, h, w), np.uint8),
-        jax.ShapeDtypeStruct((t_chunk, h, w), np.uint8),  # region map (jitnet_jax.data.types)
-        jax.ShapeDtypeStruct((t_chunk,), np.bool_),
-    )
     t0 = time.perf_counter()
-    compiled = make_run_chunk(cfg, keep_preds).lower(knobs, state, *abstract).compile()
+    if compiled is None:
+        compiled = compile_chunk(cfg, state, h, w, keep_preds)
     compile_s = time.perf_counter() - t0
 
     bar = None
@@ -197,29 +225,52 @@ def run_stream(
     wall = 0.0
     tp_sum, fp_sum, fn_sum = confusion_from_per_frame(rows_so_far.view())
     teach = int(rows_so_far.view()["teacher"].sum())
+
+    def finish(chunk: Chunk, stats_dev: Any, state_after: OnlineState | None) -> None:
+        """Host work of one chunk: read its stats (the host sync), rows, progress bar, ``on_chunk``."""
+        nonlocal tp_sum, fp_sum, fn_sum, teach
+        stats = jax.device_get(stats_dev)  # the one host sync per chunk
+        rows = chunk_per_frame(chunk, stats)
+        rows_so_far.append(rows)
+        tp_sum += rows["tp"].sum(0)
+        fp_sum += rows["fp"].sum(0)
+        fn_sum += rows["fn"].sum(0)
+        teach += int(rows["teacher"].sum())
+        if bar is not None:
+            n_done = int(rows["frame"][-1]) + 1
+            miou = iou_from_counts(tp_sum, fp_sum, fn_sum)["miou"]
+            bar.update(len(rows["frame"]))
+            bar.set_postfix(
+                mIoU=f"{miou:.3f}", delta=int(rows["delta"][-1]), teacher=f"{100 * teach / n_done:.1f}%"
+            )
+        if on_chunk is not None:
+            on_chunk(state_after, chunk, stats, rows_so_far.view())
+
+    # Chunk k + 1 is dispatched before chunk k's stats are read, so the host's per-chunk work (rows,
+    # video, checkpoints) overlaps the device's compute. ``on_chunk`` needs the state after chunk k,
+    # which chunk k + 1 donates: a device-side copy is taken first (only when there is an ``on_chunk``).
+    pending: tuple[Chunk, Any, OnlineState | None] | None = None
+    t_first: float | None = None
     try:
         for chunk in prefetch(limit_chunks(source, t_chunk, total, start), prefetch_depth):
-            t1 = time.perf_counter()
-            state, stats = compiled(knobs, state, chunk.frames, chunk.labels, chunk.weights, chunk.valid)
-            stats = jax.device_get(stats)  # the one host sync per chunk
-            wall += time.perf_counter() - t1
-            rows = chunk_per_frame(chunk, stats)
-            rows_so_far.append(rows)
-            tp_sum += rows["tp"].sum(0)
-            fp_sum += rows["fp"].sum(0)
-            fn_sum += rows["fn"].sum(0)
-            teach += int(rows["teacher"].sum())
-            if bar is not None:
-                n_done = int(rows["frame"][-1]) + 1
-                miou = iou_from_counts(tp_sum, fp_sum, fn_sum)["miou"]
-                bar.update(len(rows["frame"]))
-                bar.set_postfix(
-                    mIoU=f"{miou:.3f}", delta=int(rows["delta"][-1]), teacher=f"{100 * teach / n_done:.1f}%"
-                )
-            if on_chunk is not None:
-                on_chunk(state, chunk, stats, rows_so_far.view())
-            if should_stop is not None and should_stop():
-                break
+            if t_first is None:
+                t_first = time.perf_counter()
+            keep = jax.tree_util.tree_map(jnp.copy, state) if on_chunk is not None else None
+            state, stats_dev = compiled(knobs, state, chunk.frames, chunk.labels, chunk.weights, chunk.valid)
+            if pending is not None:
+                prev_chunk, prev_stats, _ = pending
+                finish(prev_chunk, prev_stats, keep)
+                if should_stop is not None and should_stop():
+                    pending = None
+                    finish(chunk, stats_dev, state)  # drain the chunk in flight, then stop
+                    break
+            pending = (chunk, stats_dev, None)
+        else:
+            if pending is not None:
+                finish(pending[0], pending[1], state)
+                pending = None
+        if t_first is not None:
+            wall = time.perf_counter() - t_first
     finally:
         if bar is not None:
             bar.close()

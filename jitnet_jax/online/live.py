@@ -1,0 +1,559 @@
+"""Live mode: the student runs on every frame and the teacher only on the frames Algorithm 1 selects.
+
+The controller knows the next teacher frame ``t + delta`` as soon as it leaves teacher frame ``t``
+(``OnlineState.next_teacher``). The host therefore plans one *segment* per teacher frame: frames
+``[t + 1, t + delta]``, the teacher frame last. The segment is cut into chunks of the static size
+``T = cfg.chunk_size`` from its end, so the chunk holding the teacher frame ends with it and the chunks
+before it are student-only. The student-only chunks are dispatched first (asynchronously), then the
+host calls the teacher on frame ``t + delta`` while the device computes them, then dispatches the
+teacher chunk and reads ``next_teacher`` back: the one host sync per teacher frame. Every chunk is the
+engine's compiled ``run_chunk`` with the same static shapes (padding frames have ``valid=False``), so
+nothing recompiles; frames without a teacher label carry ``IGNORE_LABEL`` (they are predicted, never
+trained on, and score nothing).
+
+Scoring: with ``audit_every=K`` the teacher also labels every K-th frame for scoring only. Before such a
+call the host waits for the device (so the audit neither overlaps nor slows the student) and the call's
+time is reported apart from the run's. Without an audit the only scored frames are the teacher frames
+themselves, which is not an accuracy measurement; :func:`live_summary` then reports none.
+
+The driver is independent of where frames and labels come from: a :class:`LiveFrames` yields frames (the
+student's and the teacher's view of each), a :class:`LiveTeacher` labels a frame on request
+(``teacher.live`` adapts the TFLite backends and keeps every label in a store as it arrives, so a resumed
+run reads the labels it already paid for instead of running the teacher again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import numpy as np
+
+from jitnet_jax.data.label_store import DataError
+from jitnet_jax.data.prefetch import prefetch
+from jitnet_jax.data.types import IGNORE_LABEL, Chunk, StreamInfo
+from jitnet_jax.online.engine import Knobs, OnlineConfig, OnlineState
+from jitnet_jax.online.runner import (
+    LABEL_DTYPE,
+    WEIGHT_DTYPE,
+    PerFrameBuffer,
+    StreamResult,
+    chunk_per_frame,
+    compile_chunk,
+    new_state,
+)
+from jitnet_jax.student.metrics import iou_from_counts
+
+TRAIN = "train"
+AUDIT = "audit"
+
+
+class TeacherLabel(NamedTuple):
+    """A teacher's label of one frame at the student's resolution.
+
+    Attributes:
+      labels: uint8 ``[H, W]`` (0 background, g + 1 group g, ``IGNORE_LABEL`` ignored).
+      weights: ``[H, W]`` in the label store's convention (the uint8 region map: 0 ignore, 1 background,
+        2 inside a dilated teacher box; the run's ``fg_weight``/``bg_weight`` weight the regions).
+      seconds: time the teacher spent on this frame (model + post-processing + rasterising); 0 when the
+        label was read back from a store.
+      ran: True if the teacher ran for this call (False: read from the store).
+    """
+
+    labels: np.ndarray
+    weights: np.ndarray
+    seconds: float
+    ran: bool
+
+
+class LiveTeacher(Protocol):
+    """Labels a frame on request. ``purpose`` is ``"train"`` or ``"audit"``."""
+
+    def __call__(self, index: int, frame: np.ndarray, purpose: str) -> TeacherLabel: ...
+
+
+class LiveFrames(Protocol):
+    """Frames of a stream decoded once, lazily.
+
+    ``info.num_frames`` may be an estimate (a video's frame count is only known once it is decoded);
+    the run ends where :meth:`frames` ends.
+    """
+
+    info: StreamInfo
+
+    def frames(self, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(student uint8 [H, W, 3], teacher input uint8 [h, w, 3])`` from frame ``start``."""
+        ...
+
+
+@dataclasses.dataclass
+class LiveResult(StreamResult):
+    """A :class:`~jitnet_jax.online.runner.StreamResult` plus what live mode measured.
+
+    Attributes:
+      teacher_s: float64 ``[n]`` seconds of each teacher call that trained the student (this process).
+      audit_s: float64 ``[m]`` seconds of each audit call (scoring only; not part of ``loop_s``).
+      reused: labels read back from the label store instead of running the teacher (a resumed run).
+      audit_frames: stream indices of the audited frames (all of them, also from before a resume).
+      syncs: blocking reads of device state (one per teacher frame, plus one per audit call).
+      loop_s: seconds of the frame loop with the audit calls taken out (compilation excluded).
+      audit_wall_s: seconds of the audit calls (teacher + store write), taken out of ``loop_s``.
+      stopped: True when ``should_stop`` ended the run early.
+    """
+
+    teacher_s: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    audit_s: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    reused: int = 0
+    audit_frames: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    syncs: int = 0
+    loop_s: float = 0.0
+    audit_wall_s: float = 0.0
+    stopped: bool = False
+
+
+def plan_segment(cursor: int, next_teacher: int, total: int, chunk_size: int) -> list[tuple[int, int]]:
+    """Chunks ``[(start, stop), ...]`` covering frames ``[cursor, min(next_teacher + 1, total))``.
+
+    The segment is cut from its end, so the last chunk ends at the teacher frame and only the first one
+    may be shorter than ``chunk_size`` (it is padded). Example: ``plan_segment(9, 24, 100, 8)`` ->
+    ``[(9, 17), (17, 25)]``.
+    """
+    if next_teacher < cursor:
+        raise ValueError(f"next teacher frame {next_teacher} is before the cursor {cursor}")
+    stop = min(next_teacher + 1, total)
+    bounds = []
+    end = stop
+    while end > cursor:
+        begin = max(cursor, end - chunk_size)
+        bounds.append((begin, end))
+        end = begin
+    return bounds[::-1]
+
+
+def audit_mask(frames: np.ndarray, audit_every: int) -> np.ndarray:
+    """bool: which of ``frames`` are audit frames: every K-th frame from frame ``K // 2`` (K =
+    ``audit_every``; none for K = 0). The offset keeps the sample off the teacher's own frames, which with
+    the default strides (multiples of ``delta_min = 8``) fall on multiples of 8: scoring the frames the
+    student has just been trained on would flatter it."""
+    frames = np.asarray(frames)
+    if audit_every <= 0:
+        return np.zeros(frames.shape, bool)
+    return frames % audit_every == audit_every // 2
+
+
+def run_live(
+    frames: LiveFrames,
+    teacher: LiveTeacher,
+    cfg: OnlineConfig,
+    key: jax.Array | None = None,
+    *,
+    state: OnlineState | None = None,
+    per_frame: dict[str, np.ndarray] | None = None,
+    max_frames: int | None = None,
+    audit_every: int = 0,
+    keep_preds: bool = False,
+    on_chunk: Callable[[OnlineState, Chunk, dict[str, np.ndarray], dict[str, np.ndarray]], None]
+    | None = None,
+    progress: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+    compiled: Any | None = None,
+    prefetch_depth: int = 64,
+    overlap_teacher: bool = True,
+) -> LiveResult:
+    """Run online distillation with the teacher called only on the frames the controller selects.
+
+    Args:
+      frames: the stream's frames (:class:`LiveFrames`).
+      teacher: labels a frame on request (:class:`LiveTeacher`).
+      cfg: online settings; ``cfg.chunk_size`` is the static chunk length (``delta_min`` is a good choice:
+        the controller's strides are then whole numbers of chunks and no chunk is padded).
+      key: PRNG key of a fresh student (ignored when ``state`` is given).
+      state, per_frame: resume from this state and the per-frame rows before its cursor.
+      max_frames: stop after this many stream frames.
+      audit_every: also label every K-th frame, for scoring only (0: no audit).
+      keep_preds: keep predictions in the stats passed to ``on_chunk`` (``stats["pred"]``).
+      on_chunk: called once per teacher frame (at the host sync) with ``(state, chunk, stats,
+        per_frame_so_far)``: ``chunk`` and ``stats`` join every chunk since the previous call (padding
+        dropped), ``state`` is the state after them (it must not be kept: the next dispatch donates it).
+        The same contract as :func:`~jitnet_jax.online.runner.run_stream`'s, so the same video writer
+        and checkpointer work.
+      should_stop: polled at every host sync; True ends the run there (the result is consistent).
+      compiled: a :func:`~jitnet_jax.online.runner.compile_chunk` executable to reuse (None: compile).
+      overlap_teacher: call the teacher while the device computes the segment's student-only chunks
+        (default). False waits for the device first, as a teacher called from inside the compiled loop
+        (a host callback) would; kept to measure what the overlap is worth (docs/live.md).
+      prefetch_depth: decoded frames kept ready by the decoder thread.
+    """
+    cfg.validate()
+    info = frames.info
+    if info.num_classes != cfg.student.model.num_classes:
+        raise ValueError(
+            f"stream {info.name} has {info.num_classes} classes {info.class_names} but the student is "
+            f"configured for model.num_classes={cfg.student.model.num_classes}"
+        )
+    if audit_every < 0:
+        raise ValueError(f"audit_every must be >= 0, got {audit_every}")
+    limit = max_frames if max_frames is not None else None
+    if state is None:
+        if key is None:
+            raise ValueError("run_live needs a PRNG key for a fresh student")
+        state = new_state(cfg, key, (info.height, info.width))
+    cursor, next_t = (int(x) for x in jax.device_get((state.cursor, state.next_teacher)))
+    if per_frame is not None and len(per_frame["frame"]) != cursor:
+        raise ValueError(f"per-frame stats hold {len(per_frame['frame'])} frames, state is at {cursor}")
+    rows_so_far = PerFrameBuffer(info.num_classes, per_frame)
+    knobs = Knobs.from_config(cfg)
+    t_chunk, h, w = cfg.chunk_size, info.height, info.width
+    t0 = time.perf_counter()
+    if compiled is None:
+        compiled = compile_chunk(cfg, state, h, w, keep_preds)
+    compile_s = time.perf_counter() - t0
+
+    total_hint = info.num_frames if limit is None else min(info.num_frames, limit)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=total_hint, initial=cursor, unit="frame", desc=f"{info.name} (live)", dynamic_ncols=True
+        )
+
+    teacher_s: list[float] = []
+    audit_s: list[float] = []
+    reused = 0
+    syncs = 0
+    pf0 = rows_so_far.view()
+    audited: list[int] = [int(f) for f in pf0["frame"][audit_mask(pf0["frame"], audit_every)]]
+    tp_a = np.zeros(info.num_classes, np.int64)
+    fp_a, fn_a = tp_a.copy(), tp_a.copy()
+    if audited:
+        sel = audit_mask(pf0["frame"], audit_every)
+        tp_a, fp_a, fn_a = (pf0[k][sel].sum(0) for k in ("tp", "fp", "fn"))
+    teach = int(pf0["teacher"].sum())
+
+    stream_end = limit if limit is not None else np.iinfo(np.int64).max
+    source = prefetch(frames.frames(cursor), prefetch_depth) if cursor < stream_end else iter(())
+    exhausted = False
+
+    def take(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        nonlocal exhausted
+        out = []
+        for _ in range(n):
+            try:
+                out.append(next(source))
+            except StopIteration:
+                exhausted = True
+                break
+        return out
+
+    def label_for(index: int, frame: np.ndarray, purpose: str, busy: Any) -> TeacherLabel:
+        nonlocal reused, syncs, audit_pause
+        if purpose == AUDIT:
+            syncs += 1
+            jax.block_until_ready(busy)  # nothing of the student overlaps (or is slowed by) the audit
+            t_a = time.perf_counter()
+            lab = teacher(index, frame, purpose)
+            audit_pause += time.perf_counter() - t_a
+            if lab.ran:
+                audit_s.append(lab.seconds)
+        else:
+            if not overlap_teacher:
+                jax.block_until_ready(busy)
+            lab = teacher(index, frame, purpose)
+            if lab.ran:
+                teacher_s.append(lab.seconds)
+        reused += not lab.ran
+        if lab.labels.shape != (h, w) or lab.weights.shape != (h, w):
+            raise DataError(
+                f"teacher label of frame {index} has shape {lab.labels.shape}/{lab.weights.shape}, "
+                f"expected {(h, w)}"
+            )
+        return lab
+
+    pending: list[tuple[Chunk, Any]] = []
+    audit_pause = 0.0
+    stopped = False
+    t_loop = time.perf_counter()
+    try:
+        while not exhausted and cursor < stream_end:
+            for a, b in plan_segment(cursor, next_t, int(stream_end), t_chunk):
+                got = take(b - a)
+                n = len(got)
+                if n == 0:
+                    break
+                buf = np.zeros((t_chunk, h, w, 3), np.uint8)
+                labels = np.full((t_chunk, h, w), IGNORE_LABEL, LABEL_DTYPE)
+                weights = np.zeros((t_chunk, h, w), WEIGHT_DTYPE)
+                for i, (small, big) in enumerate(got):
+                    buf[i] = small
+                    index = a + i
+                    purpose = TRAIN if index == next_t else AUDIT if audit_mask(index, audit_every) else None
+                    if purpose is not None:
+                        lab = label_for(index, big, purpose, state)
+                        labels[i], weights[i] = lab.labels, lab.weights
+                        if purpose == AUDIT:
+                            audited.append(index)
+                valid = np.arange(t_chunk) < n
+                chunk = Chunk(buf, labels, weights, valid, a)
+                state, stats = compiled(knobs, state, buf, labels, weights, valid)
+                pending.append((chunk, stats))
+                cursor = a + n
+            if not pending:
+                break
+            # The one host sync per teacher frame: the stats of the segment and the next teacher frame.
+            syncs += 1
+            host_stats, next_t = jax.device_get(([s for _, s in pending], state.next_teacher))
+            next_t = int(next_t)
+            parts = [chunk_per_frame(c, s) for (c, _), s in zip(pending, host_stats)]
+            for rows in parts:
+                rows_so_far.append(rows)
+                sel = audit_mask(rows["frame"], audit_every)
+                tp_a += rows["tp"][sel].sum(0)
+                fp_a += rows["fp"][sel].sum(0)
+                fn_a += rows["fn"][sel].sum(0)
+                teach += int(rows["teacher"].sum())
+            if bar is not None:
+                done = sum(len(r["frame"]) for r in parts)
+                post = {"teacher": f"{len(teacher_s)} calls ({100 * teach / max(cursor, 1):.1f}%)"}
+                post["delta"] = int(parts[-1]["delta"][-1])
+                if audit_every:
+                    post["audit mIoU"] = f"{iou_from_counts(tp_a, fp_a, fn_a)['miou']:.3f}"
+                bar.update(done)
+                bar.set_postfix(post)
+            if on_chunk is not None:
+                merged_chunk, merged_stats = _merge(pending, host_stats)
+                on_chunk(state, merged_chunk, merged_stats, rows_so_far.view())
+            pending = []
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    loop_s = time.perf_counter() - t_loop - audit_pause
+    if cursor == 0 and exhausted:
+        raise DataError(f"stream {info.name}: no frames")
+    pf = {k: v.copy() for k, v in rows_so_far.view().items()}
+    return LiveResult(
+        state=state,
+        per_frame=pf,
+        wall_s=loop_s,
+        compile_s=compile_s,
+        teacher_s=np.asarray(teacher_s, np.float64),
+        audit_s=np.asarray(audit_s, np.float64),
+        reused=reused,
+        audit_frames=np.asarray(sorted(set(audited)), np.int64),
+        syncs=syncs,
+        loop_s=loop_s,
+        audit_wall_s=audit_pause,
+        stopped=stopped,
+    )
+
+
+def _merge(pending: list[tuple[Chunk, Any]], host_stats: list[dict[str, np.ndarray]]) -> tuple[Chunk, dict]:
+    """One chunk (valid frames only) and its stats from the chunks of a segment."""
+    keep = [c.valid for c, _ in pending]
+    chunk = Chunk(
+        np.concatenate([c.frames[k] for (c, _), k in zip(pending, keep)]),
+        np.concatenate([c.labels[k] for (c, _), k in zip(pending, keep)]),
+        np.concatenate([c.weights[k] for (c, _), k in zip(pending, keep)]),
+        np.concatenate([c.valid[k] for (c, _), k in zip(pending, keep)]),
+        pending[0][0].start,
+    )
+    stats = {key: np.concatenate([s[key][k] for s, k in zip(host_stats, keep)]) for key in host_stats[0]}
+    return chunk, stats
+
+
+def live_config(cfg: OnlineConfig, chunk_size: int | None, audit_every: int) -> OnlineConfig:
+    """The online config of a live run: unless ``chunk_size`` is given, chunks of ``delta_min`` frames
+    (strides are then whole chunks: no padding, and the teacher call overlaps the chunks before it).
+    Raises ``ValueError`` for a negative ``audit_every``."""
+    if audit_every < 0:
+        raise ValueError(f"--audit-every must be >= 0, got {audit_every}")
+    if chunk_size is None:
+        cfg = dataclasses.replace(cfg, chunk_size=cfg.delta_min)
+    return cfg.validate()
+
+
+def stream_runner(
+    frames: LiveFrames, teacher: LiveTeacher, audit_every: int, frames_limit: int = 0
+) -> Callable[..., LiveResult]:
+    """:func:`run_live` behind :func:`~jitnet_jax.online.runner.run_stream`'s signature (``source`` is
+    ignored; ``max_frames`` is replaced by ``frames_limit``, 0 = the whole video), so the CLI drives both
+    modes with one set of callbacks (video, checkpoints, stop flag)."""
+
+    def run(source: Any, cfg: OnlineConfig, key: jax.Array | None = None, **kw: Any) -> LiveResult:
+        kw.pop("max_frames", None)
+        kw.pop("prefetch_depth", None)
+        return run_live(
+            frames, teacher, cfg, key, max_frames=frames_limit or None, audit_every=audit_every, **kw
+        )
+
+    return run
+
+
+def as_live_result(result: StreamResult) -> LiveResult:
+    """``result`` as a :class:`LiveResult` (a plain one, e.g. restored from a checkpoint of a run that
+    had finished its frames, gets empty live measurements)."""
+    if isinstance(result, LiveResult):
+        return result
+    return LiveResult(result.state, result.per_frame, result.wall_s, result.compile_s)
+
+
+def format_live_summary(summary: dict[str, Any]) -> str:
+    """A readable table of a live run's summary (:func:`live_summary` merged into the run summary)."""
+    lines = [""]
+    if "audit_miou" in summary:
+        lines.append(f"{'class':<22}{'IoU':>8}   (audited: every {summary['audit_every']}th frame)")
+        for name, iou in summary["audit_class_iou"].items():
+            lines.append(f"{name:<22}{iou:>8.3f}" if iou == iou else f"{name:<22}{'n/a':>8}")
+        lines += ["-" * 30, f"{'mIoU (audited)':<22}{summary['audit_miou']:>8.3f}"]
+    else:
+        lines.append(f"{'accuracy':<22}not measured (run with --audit-every K to measure it)")
+    t = summary
+    lines += [
+        f"{'frames':<22}{t['frames']:>8d}",
+        f"{'teacher frames':<22}{t['teacher_frames']:>8d}  ({100 * t['teacher_fraction']:.1f}%), "
+        f"{t['teacher_calls']} teacher calls in this process, {t['reused_labels']} labels reused from the store",
+        f"{'updates':<22}{t['updates']:>8d}",
+        f"{'teacher ms / frame':<22}{t['teacher_ms_per_frame']:>8.1f}  (measured: {t['teacher_ms_source']})",
+        f"{'teacher on all frames':<22}{t['full_teacher_s']:>7.1f}s  (teacher ms/frame x frames)",
+        f"{'live run, end to end':<22}{t['live_total_s']:>7.1f}s  (compile {t['compile_s']:.1f}s, "
+        f"frame loop {t['loop_s']:.1f}s; audit excluded)",
+        f"{'speedup (real)':<22}{t['speedup_real']:>7.2f}x",
+        f"{'speedup (cost model)':<22}{t['speedup_cost_model']:>7.2f}x",
+    ]
+    if t["audit_every"]:
+        lines.append(
+            f"{'audit (not counted)':<22}{t['audit_s']:>7.1f}s  ({t['audit_calls']} teacher calls, "
+            f"{t.get('audited_frames', 0)} audited frames)"
+        )
+    lines.append(f"{'host syncs':<22}{t['syncs']:>8d}")
+    return "\n".join(lines)
+
+
+def live_summary(result: LiveResult, audit_every: int, class_names: tuple[str, ...], total_s: float) -> dict:
+    """Live-mode figures: teacher cost, real speedup and (only with an audit) accuracy.
+
+    Args:
+      result: the run.
+      audit_every: K of the audit (0: none).
+      class_names: the stream's classes.
+      total_s: the run's end-to-end wall time (process work from start to outputs) without the audit.
+    Returns:
+      ``teacher_calls``, ``teacher_ms_per_frame`` (mean over the calls of this run; the audit calls when
+      there are any, since they run with the device idle, else the training calls), ``full_teacher_s``
+      (that times the frames), ``live_total_s``, ``speedup_real`` (``full_teacher_s / live_total_s``),
+      ``audit_calls``/``audit_s``, ``reused_labels``, ``syncs``, and ``audit_miou``/``audit_class_iou``
+      over the audited frames, or ``accuracy: "not measured"`` without an audit.
+    """
+    pf = result.per_frame
+    frames = int(len(pf["frame"]))
+    clean = result.audit_s if len(result.audit_s) else result.teacher_s
+    ms = 1e3 * float(np.mean(clean)) if len(clean) else float("nan")
+    full = ms / 1e3 * frames
+    out: dict[str, Any] = {
+        "live": True,
+        "teacher_calls": int(len(result.teacher_s)),
+        "teacher_s": float(result.teacher_s.sum()),
+        "teacher_ms_per_frame": ms,
+        "teacher_ms_source": "audit calls (device idle)" if len(result.audit_s) else "training calls",
+        "teacher_ms_train_calls": 1e3 * float(np.mean(result.teacher_s))
+        if len(result.teacher_s)
+        else float("nan"),
+        "full_teacher_s": full,
+        "live_total_s": total_s,
+        "speedup_real": full / total_s if total_s > 0 else float("nan"),
+        "audit_every": int(audit_every),
+        "audit_calls": int(len(result.audit_s)),
+        "audit_s": float(result.audit_s.sum()),
+        "reused_labels": int(result.reused),
+        "syncs": int(result.syncs),
+        "loop_s": float(result.loop_s),
+    }
+    if audit_every:
+        sel = audit_mask(pf["frame"], audit_every)
+        scores = iou_from_counts(*(pf[k][sel].sum(0) for k in ("tp", "fp", "fn")))
+        out["audited_frames"] = int(sel.sum())
+        out["audit_miou"] = scores["miou"]
+        out["audit_class_iou"] = dict(zip(class_names, scores["class_iou"]))
+        out["miou"], out["class_iou"] = out["audit_miou"], out["audit_class_iou"]
+    else:
+        out["accuracy"] = "not measured (no --audit-every)"
+        out["miou"], out["class_iou"] = None, None  # the teacher frames alone are no accuracy measurement
+    return out
+
+
+class VideoFrames:
+    """:class:`LiveFrames` of one or more video files decoded once (native size for the teacher, resized
+    with an area (box) filter to ``(height, width)`` for the student).
+
+    ``info.num_frames`` comes from the container (an estimate; nothing is decoded twice). Missing,
+    unreadable or empty videos raise :class:`~jitnet_jax.data.video.VideoError` (one line).
+    """
+
+    def __init__(
+        self,
+        paths: list[str],
+        height: int,
+        width: int,
+        name: str,
+        class_names: tuple[str, ...],
+        teacher: str,
+    ) -> None:
+        from jitnet_jax.data.video import probe
+
+        if not paths:
+            raise DataError(f"stream {name}: no video files")
+        metas = [probe(p) for p in paths]
+        estimate = sum(_frames_estimate(p) for p in paths)
+        self.paths = list(paths)
+        self.info = StreamInfo(name, max(estimate, 1), height, width, metas[0].fps, class_names, teacher)
+
+    def frames(self, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        from PIL import Image
+
+        from jitnet_jax.data.video import read_videos
+
+        h, w = self.info.height, self.info.width
+        n = 0
+        for big in read_videos(self.paths, None, start=start):
+            n += 1
+            if big.shape[:2] == (h, w):
+                small = big
+            else:
+                small = np.asarray(Image.fromarray(big).resize((w, h), Image.BOX))
+            yield small, big
+        if n == 0 and start == 0:
+            raise DataError(f"{self.paths[0]}: no decodable video frames")
+
+
+def _frames_estimate(path: str) -> int:
+    """Frame count from the container's duration and fps (no decoding); 0 if unknown."""
+    import imageio_ffmpeg
+
+    try:
+        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+        meta = gen.__next__()
+        gen.close()
+        return int(round(float(meta.get("duration") or 0) * float(meta.get("fps") or 0)))
+    except (RuntimeError, OSError, StopIteration, TypeError, ValueError):
+        return 0
+
+
+__all__ = [
+    "AUDIT",
+    "TRAIN",
+    "LiveFrames",
+    "LiveResult",
+    "LiveTeacher",
+    "TeacherLabel",
+    "VideoFrames",
+    "audit_mask",
+    "live_summary",
+    "plan_segment",
+    "run_live",
+]
