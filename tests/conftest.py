@@ -1,4 +1,7 @@
-"""Shared fixtures: where the real data lives (``JITNET_DATA`` or ``../shared/data``)."""
+"""Shared fixtures: where the real data lives (``JITNET_DATA`` or ``../shared/data``).
+
+The suite uses the persistent compilation cache like every command (``jitnet_jax.compile_cache``:
+``JITNET_COMPILE_CACHE=off`` turns it off, a path moves it), so a second run compiles little."""
 
 from __future__ import annotations
 
@@ -8,6 +11,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from jitnet_jax.compile_cache import enable_compile_cache
+
+    enable_compile_cache()
 
 
 def data_dir() -> Path | None:
