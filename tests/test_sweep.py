@@ -216,3 +216,17 @@ def test_sweep_cli_writes_json_csv_and_pareto_plot(tmp_path):
     assert len(rows) == 2 and {"lr", "a_thr", "miou", "teacher_fraction", "pareto"} <= set(rows[0])
     assert (out / "pareto.png").stat().st_size > 1000
     assert main(["--grid", "lr=0.01", "--frames", "6", "--out", str(out)]) == 2  # never overwrites
+
+
+def test_lockstep_pads_an_ended_stream_like_the_others():
+    """A stream that ends early contributes padding (valid False) typed like the other streams' chunks."""
+    from jitnet_jax.sweep.driver import _lockstep
+
+    long, short = SyntheticStream(10, 16, 16, seed=0), SyntheticStream(4, 16, 16, seed=1)
+    parts = list(_lockstep([long, short], 4, 10))
+    assert [int(p[0].valid.sum()) for p in parts] == [4, 4, 2]
+    assert [int(p[1].valid.sum()) for p in parts] == [4, 0, 0]
+    for p in parts:
+        for field in ("frames", "labels", "weights"):
+            a, b = getattr(p[0], field), getattr(p[1], field)
+            assert a.shape == b.shape and a.dtype == b.dtype, field
