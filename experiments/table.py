@@ -3,13 +3,16 @@
     python -m experiments.table --lvs ../shared/data/lvs_mini --out results/table [--streams ...]
         [--height 180 --width 320 --max-frames N]
 
-Methods (columns):
+Methods (columns; ``--methods`` picks a subset):
   * ``online_a{0.7,0.8,0.9}``: online distillation (Algorithm 1) from the leave-one-stream-out pretrained
-    student (``--no-pretrain``: from random init);
-  * ``online_a0.8_random``: online distillation at a_thr 0.8 from random init (the value of pretraining);
+    student (``--no-pretrain``: from random init); ``online_a0.8_random``: from random init;
+  * ``cv_sgd_a*`` / ``cv_adam_a*``: online from the CamVid-pretrained student (``--camvid-init``, default the
+    shipped ``camvid``; head mapped to the stream's classes by name) with the paper's SGD 0.01 / Adam 1e-3;
+    ``cv_adam_a*_r16b4``: with replay of the last 16 teacher frames, 4 frames per update;
   * ``fixed_d{8,16}``: teacher every delta frames, exactly ``--fixed-updates`` updates per teacher frame;
-  * ``no_adapt``: the pretrained student on every frame, no teacher, no updates;
-  * ``oracle``: trained offline on every 8th teacher frame of the same stream, then no updates;
+  * ``no_adapt`` / ``no_adapt_cv``: the pretrained / CamVid student on every frame, no teacher, no updates;
+  * ``oracle`` / ``oracle_cv``: trained offline on every 8th teacher frame of the same stream (from random
+    init / the CamVid start), then no updates;
   * ``hold_d{8,16}``: the teacher label every delta frames, held until the next one (zero student cost);
   * ``flow_d{8,16}``: the teacher label warped forward with Farneback flow (only with OpenCV).
 
@@ -23,9 +26,11 @@ temporal stability (flip rate on static pixels, ``jitnet_jax.eval.baselines``) o
 Overall row: mIoU and flip rate are unweighted means over streams; speedup and teacher % are computed from
 frame / teacher-frame / update totals over all streams.
 
-Every (method, stream) result is cached as JSON under ``OUT/runs/<stream>/<method>.json`` together with a
-key of everything that determines it; a rerun reuses matching results (and leave-one-out checkpoints
-under ``OUT/pretrained/``), so an interrupted run resumes where it stopped.
+Every (method, stream) result is one part, cached as JSON under ``OUT/runs/<stream>/<method>.json`` together
+with a key of everything that determines it; a rerun reuses matching parts (and leave-one-out checkpoints
+under ``OUT/pretrained/``), so an interrupted run resumes where it stopped. Several table processes may share
+one ``OUT`` (e.g. one per ``--streams``/``--methods`` subset): a part being computed is locked and skipped by
+the others. ``--collect`` computes nothing and writes the table from the cached parts.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import numpy as np
 
 from jitnet_jax.compile_cache import enable_compile_cache
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig, override, to_dict
+from jitnet_jax.data.label_store import FORMAT_VERSION as STORE_FORMAT_VERSION
 from jitnet_jax.data.label_store import atomic_write_bytes
 from jitnet_jax.data.store_source import StoreSource
 from jitnet_jax.eval.baselines import (
@@ -57,54 +63,127 @@ from jitnet_jax.eval.baselines import (
     oracle_examples,
     run_fixed_student,
     run_label_hold,
-    summarize_run,
     teacher_stability,
     train_offline,
 )
 from jitnet_jax.eval.costs import CostModel, cost_model_speedup
+from jitnet_jax.eval.summary import summarize_per_frame
+from jitnet_jax.io import FolderLock, OutputBusy
 from jitnet_jax.online.engine import OnlineConfig, init_online_state
 from jitnet_jax.online.runner import run_stream
 from jitnet_jax.student.pretrained import load_student, read_meta, save_student
 from jitnet_jax.student.step import StudentState, init_state
 
 ONLINE_THRESHOLDS = (0.7, 0.8, 0.9)
+#: a_thr of the online runs from the CamVid start (the accuracy / teacher-fraction front).
+CAMVID_THRESHOLDS = (0.7, 0.8, 0.9)
+#: Replay settings (R teacher frames kept, B frames per update) of the CamVid-start runs.
+REPLAY = ((16, 4),)
 STRIDES = (8, 16)
 #: Teacher cost on this CPU: YOLOv8n-seg int8 end to end (shared/data/README.md), ms per frame.
 MEASURED_TEACHER_MS = 325.0
+#: The paper's optimiser (SGD, momentum 0.9, lr 0.01) and the table's default (Adam, lr 1e-3).
+PAPER_SGD = ("sgd", 0.01)
+ADAM = ("adam", 1e-3)
+STARTS = ("loo", "camvid", "random")
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """One column. ``kind``: online | fixed | no_adapt | oracle | hold | flow."""
+    """One column.
+
+    Attributes:
+      kind: online | fixed | no_adapt | oracle | hold | flow.
+      start: the student's initial weights: ``loo`` (pretrained on the other streams' teacher labels),
+        ``camvid`` (the CamVid-pretrained student, head mapped to the stream's classes by name) or
+        ``random``.
+      optim, lr: the student's optimiser; ``""`` / 0 use the table's ``--optim`` / ``--lr``.
+      replay_size, replay_batch: replay of the last R teacher frames, B frames per update (0, 1: the paper).
+    """
 
     name: str
     kind: str
     a_thr: float = 0.8
     delta: int = 8
-    pretrained: bool = True
+    start: str = "loo"
+    optim: str = ""
+    lr: float = 0.0
+    replay_size: int = 0
+    replay_batch: int = 1
     label: str = ""
 
+    @property
+    def student(self) -> bool:
+        """Whether the method runs a student (and so has a start)."""
+        return self.kind in ("online", "fixed", "no_adapt", "oracle")
 
-def methods(pretrain: bool, flow: bool) -> list[Method]:
-    """The table's columns in order."""
+
+def methods(pretrain: bool, flow: bool, camvid: bool = False) -> list[Method]:
+    """The table's columns in order (``camvid``: add the runs from the CamVid-pretrained start)."""
+    start = "loo" if pretrain else "random"
     init = "LOO-pretrained" if pretrain else "random init"
     out = [
-        Method(f"online_a{a}", "online", a_thr=a, pretrained=pretrain, label=f"JITNet {a} ({init})")
+        Method(f"online_a{a}", "online", a_thr=a, start=start, label=f"JITNet {a} ({init})")
         for a in ONLINE_THRESHOLDS
     ]
     if pretrain:
         out.append(
-            Method("online_a0.8_random", "online", a_thr=0.8, pretrained=False, label="JITNet 0.8 (random)")
+            Method("online_a0.8_random", "online", a_thr=0.8, start="random", label="JITNet 0.8 (random)")
         )
-    out += [
-        Method(f"fixed_d{d}", "fixed", delta=d, pretrained=pretrain, label=f"fixed stride {d}")
-        for d in STRIDES
-    ]
-    out.append(Method("no_adapt", "no_adapt", pretrained=pretrain, label=f"no adaptation ({init})"))
-    out.append(Method("oracle", "oracle", delta=8, pretrained=False, label="offline oracle"))
-    out += [Method(f"hold_d{d}", "hold", delta=d, pretrained=False, label=f"label hold {d}") for d in STRIDES]
+    if camvid:
+        sgd, lr_sgd = PAPER_SGD
+        adam, lr_adam = ADAM
+        out += [
+            Method(
+                f"cv_sgd_a{a}",
+                "online",
+                a_thr=a,
+                start="camvid",
+                optim=sgd,
+                lr=lr_sgd,
+                label=f"JITNet {a} (CamVid start, SGD {lr_sgd})",
+            )
+            for a in CAMVID_THRESHOLDS
+        ]
+        out += [
+            Method(
+                f"cv_adam_a{a}",
+                "online",
+                a_thr=a,
+                start="camvid",
+                optim=adam,
+                lr=lr_adam,
+                label=f"JITNet {a} (CamVid start, Adam {lr_adam})",
+            )
+            for a in CAMVID_THRESHOLDS
+        ]
+        out += [
+            Method(
+                f"cv_adam_a{a}_r{r}b{b}",
+                "online",
+                a_thr=a,
+                start="camvid",
+                optim=adam,
+                lr=lr_adam,
+                replay_size=r,
+                replay_batch=b,
+                label=f"JITNet {a} (CamVid start, Adam {lr_adam}, replay R{r}/B{b})",
+            )
+            for r, b in REPLAY
+            for a in CAMVID_THRESHOLDS
+        ]
+    out += [Method(f"fixed_d{d}", "fixed", delta=d, start=start, label=f"fixed stride {d}") for d in STRIDES]
+    out.append(Method("no_adapt", "no_adapt", start=start, label=f"no adaptation ({init})"))
+    if camvid:
+        out.append(Method("no_adapt_cv", "no_adapt", start="camvid", label="no adaptation (CamVid start)"))
+    out.append(Method("oracle", "oracle", delta=8, start="random", label="offline oracle (random init)"))
+    if camvid:
+        out.append(
+            Method("oracle_cv", "oracle", delta=8, start="camvid", label="offline oracle (CamVid start)")
+        )
+    out += [Method(f"hold_d{d}", "hold", delta=d, start="", label=f"label hold {d}") for d in STRIDES]
     if flow:
-        out += [Method(f"flow_d{d}", "flow", delta=d, pretrained=False, label=f"flow {d}") for d in STRIDES]
+        out += [Method(f"flow_d{d}", "flow", delta=d, start="", label=f"flow {d}") for d in STRIDES]
     return out
 
 
@@ -165,43 +244,86 @@ class Settings:
     teacher_ms: float
     stability_threshold: int
     progress: bool
+    camvid: Path | None = None
+    collect: bool = False
 
     def common_key(self) -> dict[str, Any]:
+        """What every result of a stream depends on (the stream's data at this resolution and length)."""
         return {
             "height": self.height,
             "width": self.width,
             "max_frames": self.max_frames,
-            "online": to_dict(self.online),
-            "seed": self.seed,
             "stability_threshold": self.stability_threshold,
         }
 
 
-def student_config(s: Settings, num_classes: int) -> StudentConfig:
+def student_config(s: Settings, num_classes: int, m: Method | None = None) -> StudentConfig:
+    """The student of a stream (``num_classes``), with ``m``'s optimiser when it names one."""
     model = dataclasses.replace(s.online.student.model, num_classes=num_classes)
-    return dataclasses.replace(s.online.student, model=model).validate()
+    cfg = dataclasses.replace(s.online.student, model=model)
+    if m is not None and m.optim:
+        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, name=m.optim, lr=m.lr))
+    return cfg.validate()
+
+
+def online_config(s: Settings, m: Method, cfg: StudentConfig) -> OnlineConfig:
+    """The online settings of an online or fixed-stride method."""
+    ocfg = dataclasses.replace(s.online, student=cfg, a_thr=m.a_thr)
+    if m.replay_size:
+        ocfg = dataclasses.replace(ocfg, replay_size=m.replay_size, replay_batch=m.replay_batch)
+    if m.kind == "fixed":
+        ocfg = fixed_stride_config(ocfg, m.delta, s.fixed_updates)
+    return ocfg.validate()
+
+
+#: OnlineConfig fields added after the paper's loop, with the value that leaves the loop the paper's (R = 0
+#: replay is bit-identical to no replay; no teacher delay).
+NEUTRAL_ONLINE = {"replay_size": 0, "replay_batch": 1, "teacher_delay": 0}
+
+
+def _online_key(ocfg: OnlineConfig) -> dict[str, Any]:
+    """``to_dict(ocfg)`` without the fields of :data:`NEUTRAL_ONLINE` that hold their neutral value, so a
+    config class that gains such a field does not invalidate earlier results."""
+    d = to_dict(ocfg)
+    if not d.get("replay_size"):
+        d.pop("replay_batch", None)
+    return {k: v for k, v in d.items() if not (k in NEUTRAL_ONLINE and v == NEUTRAL_ONLINE[k])}
+
+
+def _dir_digest(path: Path) -> str:
+    """sha256 (16 hex) over the relative paths and bytes of every file under ``path``."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def store_dir(s: Settings, stream: str) -> Path:
+    """The stream's label store at the table's resolution (made once; a process that finds another one
+    making it waits for it)."""
     from teacher.precompute import ensure_store
 
-    return ensure_store(
-        lvs=s.lvs,
-        stream=stream,
-        height=s.height,
-        width=s.width,
-        max_frames=s.max_frames,
-        cache_dir=s.out / "stores",
-        progress=s.progress,
-    )
+    while True:
+        try:
+            return ensure_store(
+                lvs=s.lvs,
+                stream=stream,
+                height=s.height,
+                width=s.width,
+                max_frames=s.max_frames,
+                cache_dir=s.out / "stores" / f"v{STORE_FORMAT_VERSION}",
+                progress=s.progress,
+            )
+        except OutputBusy:
+            time.sleep(10.0)
 
 
 def pretrained_student(
     s: Settings, stream: str, all_streams: Sequence[str], cfg: StudentConfig, class_names: tuple[str, ...]
 ) -> tuple[Any, Any]:
-    """Leave-one-out pretrained weights for ``stream`` (trained on the other streams; cached)."""
-    from experiments.pretrain import pretrain, store_examples
-
+    """Leave-one-out pretrained weights for ``stream`` (trained on the other streams; cached; one process
+    trains it while others wait)."""
     others = [o for o in all_streams if o != stream]
     key = {
         "others": others,
@@ -217,6 +339,31 @@ def pretrained_student(
         "seed": s.seed,
     }
     path = s.out / "pretrained" / stream
+    with _wait_lock(s.out / "pretrained" / ".parts" / stream, f"leave-one-out student {stream}"):
+        return _pretrained_student_locked(s, stream, others, key, path, cfg, class_names)
+
+
+def _wait_lock(folder: Path, what: str, poll_s: float = 10.0) -> FolderLock:
+    """A held :class:`FolderLock` on ``folder``, waiting while another process holds it."""
+    lock = FolderLock(folder, what)
+    while True:
+        try:
+            return lock.acquire()
+        except OutputBusy:
+            time.sleep(poll_s)
+
+
+def _pretrained_student_locked(
+    s: Settings,
+    stream: str,
+    others: list[str],
+    key: dict[str, Any],
+    path: Path,
+    cfg: StudentConfig,
+    class_names: tuple[str, ...],
+) -> tuple[Any, Any]:
+    from jitnet_jax.student.pretrain import pretrain, store_examples
+
     if path.is_dir():
         try:
             if read_meta(path)["info"].get("key") == _digest(key):
@@ -246,6 +393,19 @@ def pretrained_student(
     return state.params, state.batch_stats
 
 
+def camvid_student(s: Settings, cfg: StudentConfig, class_names: tuple[str, ...]) -> tuple[Any, Any]:
+    """The CamVid-pretrained student with its head mapped to ``class_names`` by name (classes it does not
+    know start from a fresh initialisation)."""
+    from jitnet_jax.student.pretrained import load_student_for_classes
+
+    if s.camvid is None:
+        raise ValueError("the CamVid start needs --camvid-init (a student checkpoint)")
+    params, stats, _ = load_student_for_classes(
+        s.camvid, cfg.model, list(class_names), jax.random.key(s.seed + 2000)
+    )
+    return params, stats
+
+
 def initial_state(s: Settings, cfg: StudentConfig, weights: tuple[Any, Any] | None) -> StudentState:
     state = init_state(jax.random.key(s.seed), cfg, (s.height, s.width))
     if weights is not None:  # copied: the online loop donates its state
@@ -257,7 +417,8 @@ def initial_state(s: Settings, cfg: StudentConfig, weights: tuple[Any, Any] | No
 def run_method(
     s: Settings, m: Method, source: StoreSource, cfg: StudentConfig, weights: tuple[Any, Any] | None
 ) -> dict[str, Any]:
-    """Run one method on one stream; returns the cached-result dict (summary + stability + extra)."""
+    """Run one method on one stream from ``weights`` (its start; None = random init); returns the
+    cached-result dict (summary + stability + extra)."""
     info = source.info
     meter = StabilityMeter(s.stability_threshold)
     cost = CostModel()
@@ -266,11 +427,10 @@ def run_method(
     def on_chunk(chunk: Any, preds: np.ndarray) -> None:
         meter.update(chunk.frames, preds, chunk.valid)
 
+    common = {"cost": cost, "measured_teacher_ms": s.teacher_ms}
     if m.kind in ("online", "fixed"):
-        ocfg = dataclasses.replace(s.online, student=cfg, a_thr=m.a_thr)
-        if m.kind == "fixed":
-            ocfg = fixed_stride_config(ocfg, m.delta, s.fixed_updates)
-        state = init_online_state(initial_state(s, cfg, weights if m.pretrained else None), ocfg)
+        ocfg = online_config(s, m, cfg)
+        state = init_online_state(initial_state(s, cfg, weights), ocfg, (s.height, s.width))
         res = run_stream(
             source,
             ocfg,
@@ -280,17 +440,22 @@ def run_method(
             on_chunk=lambda st, chunk, stats, pf: on_chunk(chunk, stats["pred"]),
             progress=s.progress,
         )
-        pf, wall, compile_s = res.per_frame, res.wall_s, res.compile_s
-        summary = summarize_run(
-            pf, info.class_names, cost=cost, measured_teacher_ms=s.teacher_ms, wall_s=wall
+        pf = res.per_frame
+        summary = summarize_per_frame(
+            pf,
+            info.class_names,
+            wall_s=res.wall_s,
+            compile_s=res.compile_s,
+            a_thr=ocfg.a_thr,
+            frames_per_update=m.replay_batch,
+            **common,
         )
         passed = int((pf["teacher"] & (pf["acc"] > ocfg.a_thr)).sum())
         extra.update(
             passed_teacher_frames=passed, mean_delta=float(pf["delta"].mean()) if len(pf["delta"]) else 0
         )
     elif m.kind in ("no_adapt", "oracle"):
-        state = initial_state(s, cfg, weights if m.pretrained else None)
-        train_s = 0.0
+        state = initial_state(s, cfg, weights)
         if m.kind == "oracle":
             frames, labels, wts = oracle_examples(source, s.oracle_every, s.max_frames)
             t0 = time.perf_counter()
@@ -307,8 +472,13 @@ def run_method(
                 progress=s.progress,
                 desc=f"{info.name} oracle",
             )
-            train_s = time.perf_counter() - t0
-            extra.update(train_examples=len(frames), epochs=s.oracle_epochs, losses=losses, train_s=train_s)
+            extra.update(
+                train_examples=len(frames),
+                epochs=s.oracle_epochs,
+                losses=losses,
+                train_s=time.perf_counter() - t0,
+                note="offline training time excluded from the speedup",
+            )
         run = run_fixed_student(
             source,
             cfg,
@@ -319,20 +489,16 @@ def run_method(
             on_chunk=on_chunk,
             progress=s.progress,
         )
-        pf, wall, compile_s = run.per_frame, run.wall_s, run.compile_s
-        summary = summarize_run(
-            pf, info.class_names, cost=cost, measured_teacher_ms=s.teacher_ms, wall_s=wall
+        pf = run.per_frame
+        summary = summarize_per_frame(
+            pf, info.class_names, wall_s=run.wall_s, compile_s=run.compile_s, **common
         )
-        if m.kind == "oracle":
-            extra["note"] = "offline training time excluded from the speedup"
     elif m.kind == "hold":
         run = run_label_hold(
             source, m.delta, chunk_size=s.online.chunk_size, max_frames=s.max_frames, on_chunk=on_chunk
         )
-        pf, wall, compile_s = run.per_frame, 0.0, 0.0
-        summary = summarize_run(
-            pf, info.class_names, cost=cost, student_ms=0.0, measured_teacher_ms=s.teacher_ms
-        )
+        pf = run.per_frame
+        summary = summarize_per_frame(pf, info.class_names, student_ms=0.0, **common)
     elif m.kind == "flow":
         from teacher.flow import run_flow_propagation
 
@@ -344,19 +510,18 @@ def run_method(
             on_chunk=on_chunk,
             progress=s.progress,
         )
-        pf, wall, compile_s = run.per_frame, run.wall_s, 0.0
         extra.update(run.extra)
-        summary = summarize_run(
+        pf = run.per_frame
+        summary = summarize_per_frame(
             pf,
             info.class_names,
-            cost=cost,
             student_ms=run.extra["flow_ms_per_frame"],
-            measured_teacher_ms=s.teacher_ms,
-            wall_s=wall,
+            wall_s=run.wall_s,
+            **common,
         )
     else:
         raise ValueError(f"unknown method kind {m.kind!r}")
-    summary["compile_s"] = compile_s
+    extra["prefix"] = prefix_scores(pf)
     return {
         "method": m.name,
         "stream": info.name,
@@ -366,33 +531,73 @@ def run_method(
     }
 
 
-def method_key(s: Settings, m: Method, stream: str) -> dict[str, Any]:
-    key: dict[str, Any] = {"method": dataclasses.asdict(m), "stream": stream, **s.common_key()}
+#: Stream prefixes (frames) scored from the same run: online methods are causal, so the score of the first
+#: K frames is the score of a run stopped after K frames (the stream-length ablation).
+PREFIXES = (150, 300, 600, 1200)
+
+
+def prefix_scores(per_frame: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """``{K: {"miou", "teacher_fraction", "updates"}}`` over the first K frames, for each K in
+    :data:`PREFIXES` shorter than the run."""
+    from jitnet_jax.student.metrics import iou_from_counts
+
+    out = {}
+    for k in PREFIXES:
+        if k >= len(per_frame["frame"]):
+            break
+        sc = iou_from_counts(*(per_frame[x][:k].sum(0) for x in ("tp", "fp", "fn")))
+        out[str(k)] = {
+            "miou": sc["miou"],
+            "teacher_fraction": float(per_frame["teacher"][:k].mean()),
+            "updates": int(per_frame["updates"][:k].sum()),
+        }
+    return out
+
+
+def method_key(s: Settings, m: Method, stream: str, class_names: Sequence[str]) -> dict[str, Any]:
+    """Everything that determines one (method, stream) result, and nothing else: label hold and flow
+    depend on the stream's labels only, so student settings added later do not invalidate them."""
+    key: dict[str, Any] = {
+        "kind": m.kind,
+        "stream": stream,
+        "classes": list(class_names),
+        **s.common_key(),
+    }
+    if not m.student:
+        key["delta"] = m.delta
+        if m.kind == "flow":
+            key["flow_cost"] = "process_time"  # the flow cost is CPU time, not wall time
+        return key
+    cfg = student_config(s, len(class_names), m)
+    fields = {k: v for k, v in dataclasses.asdict(m).items() if k not in ("name", "label")}
+    key.update(method=fields, student=to_dict(cfg), seed=s.seed)
+    if m.kind in ("online", "fixed"):
+        key["online"] = _online_key(online_config(s, m, cfg))
     if m.kind == "fixed":
         key["fixed_updates"] = s.fixed_updates
-    if m.pretrained:
-        key["pretrain"] = [s.pretrain_epochs, s.pretrain_every, s.pretrain_max_per_stream]
     if m.kind == "oracle":
-        key["oracle"] = [s.oracle_epochs, s.oracle_every]
-    key.pop("stream")
-    key["stream"] = stream
+        key["oracle"] = [s.oracle_epochs, s.oracle_every, s.online.fg_weight, s.online.bg_weight]
+    if m.start == "loo":
+        key["pretrain"] = [s.pretrain_epochs, s.pretrain_every, s.pretrain_max_per_stream]
+    elif m.start == "camvid":
+        key["camvid"] = _dir_digest(s.camvid) if s.camvid is not None else None
     return key
 
 
 def run_table(s: Settings, streams: Sequence[str], ms: Sequence[Method]) -> dict[str, Any]:
     """Run (or reuse) every method on every stream; returns ``{"streams": {stream: {...}}}``."""
     results: dict[str, Any] = {}
+    missing: list[str] = []
     all_streams = list(streams)
     for stream in streams:
         source = StoreSource(store_dir(s, stream))
         info = source.info
-        cfg = student_config(s, info.num_classes)
         per: dict[str, Any] = {
             "class_names": list(info.class_names),
             "frames": info.num_frames,
             "methods": {},
         }
-        tkey = {"teacher_stability": stream, **s.common_key()}
+        tkey = {"teacher_stability": stream, "classes": list(info.class_names), **s.common_key()}
         tpath = s.out / "runs" / stream / "teacher.json"
         cached = load_cached(tpath, tkey)
         if cached is None:
@@ -402,16 +607,39 @@ def run_table(s: Settings, streams: Sequence[str], ms: Sequence[Method]) -> dict
             }
             write_json(tpath, cached)
         per["teacher_stability"] = cached["stability"]
-        weights = None
+        starts: dict[str, tuple[Any, Any] | None] = {"random": None}
         for m in ms:
-            key = method_key(s, m, stream)
+            key = method_key(s, m, stream, info.class_names)
             path = s.out / "runs" / stream / f"{m.name}.json"
             cached = load_cached(path, key)
+            part_lock = None
+            if cached is None and s.collect:
+                missing.append(f"{stream}/{m.name}")
+                continue
             if cached is None:
-                if m.pretrained and weights is None:
-                    weights = pretrained_student(s, stream, all_streams, cfg, info.class_names)
+                # One process computes a part; another table process on the same OUT skips it (and shows
+                # it once it is cached), so parts of one table can run in parallel processes.
+                part_lock = FolderLock(s.out / "runs" / stream / ".parts" / m.name, f"part {stream}/{m.name}")
+                try:
+                    part_lock.acquire()
+                except OutputBusy:
+                    print(
+                        f"{stream:>20} {m.name:<20} being computed by another process: skipped",
+                        file=sys.stderr,
+                    )
+                    continue
+                cached = load_cached(path, key)  # finished by another process meanwhile
+            if cached is None:
+                cfg = student_config(s, info.num_classes, m)
+                if m.student and m.start not in starts:
+                    if m.start == "loo":
+                        starts["loo"] = pretrained_student(s, stream, all_streams, cfg, info.class_names)
+                    elif m.start == "camvid":
+                        starts["camvid"] = camvid_student(s, cfg, info.class_names)
+                    else:
+                        raise ValueError(f"unknown start {m.start!r} (choices: {', '.join(STARTS)})")
                 t0 = time.perf_counter()
-                cached = run_method(s, m, source, cfg, weights)
+                cached = run_method(s, m, source, cfg, starts.get(m.start))
                 cached.update(key=_digest(key), total_s=time.perf_counter() - t0)
                 write_json(path, cached)
                 sm = cached["summary"]  # one line per finished run, also without progress bars
@@ -419,10 +647,15 @@ def run_table(s: Settings, streams: Sequence[str], ms: Sequence[Method]) -> dict
                     f"{stream:>20} {m.name:<20} mIoU {sm['miou']:.3f}  speedup {sm['speedup_cost_model']:.1f}x  "
                     f"teacher {100 * sm['teacher_fraction']:.1f}%  ({cached['total_s']:.0f} s)",
                     file=sys.stderr,
+                    flush=True,
                 )
+            if part_lock is not None:
+                part_lock.release()
             per["methods"][m.name] = cached
         results[stream] = per
-    return {"streams": results}
+    if missing:
+        print(f"--collect: {len(missing)} parts not computed yet: {' '.join(missing)}", file=sys.stderr)
+    return {"streams": results, "missing": missing}
 
 
 # --------------------------------------------------------------------------- outputs
@@ -440,7 +673,7 @@ def overall(results: dict[str, Any], ms: Sequence[Method]) -> dict[str, Any]:
         mious = [r["summary"]["miou"] for r in rows if not math.isnan(r["summary"]["miou"])]
         n = sum(r["summary"]["frames"] for r in rows)
         t = sum(r["summary"]["teacher_frames"] for r in rows)
-        u = sum(r["summary"]["updates"] for r in rows)
+        u = sum(r["summary"]["updates"] * r["summary"].get("frames_per_update", 1) for r in rows)
         infer = cost.infer_ms
         if m.kind == "hold":
             infer = 0.0
@@ -455,10 +688,110 @@ def overall(results: dict[str, Any], ms: Sequence[Method]) -> dict[str, Any]:
             "flip_rate": float(np.mean(flips)) if flips else float("nan"),
             "frames": n,
             "updates": u,
+            "streams": len(rows),
         }
     tflips = [p["teacher_stability"]["flip_rate"] for p in streams]
     out["teacher"] = {"flip_rate": float(np.nanmean(tflips)) if tflips else float("nan")}
     return out
+
+
+def claims(results: dict[str, Any], ms: Sequence[Method], ov: dict[str, Any]) -> dict[str, Any]:
+    """The paper's claims checked on this table (issue 9).
+
+    * ``vs_<baseline>`` for label hold δ8 and flow δ16: the most accurate online setting (overall) whose
+      overall teacher fraction is at most the baseline's, and whether its mIoU is higher.
+    * ``vs_oracle``: the most accurate online setting (overall) against the stronger oracle of each stream
+      (``oracle`` / ``oracle_cv``), and on how many streams it wins.
+    * ``front``: the online settings not dominated in (higher mIoU, lower teacher fraction), overall.
+    Online settings must cover every stream of the table to be considered.
+    """
+    streams = list(results["streams"])
+    online = [
+        m.name
+        for m in ms
+        if m.kind == "online"
+        and m.name in ov
+        and all(m.name in results["streams"][st]["methods"] for st in streams)
+    ]
+    out: dict[str, Any] = {"online_settings": online}
+    for base in ("hold_d8", "flow_d16"):
+        if base not in ov:
+            continue
+        b = ov[base]
+        ok = [n for n in online if ov[n]["teacher_fraction"] <= b["teacher_fraction"]]
+        best = max(ok, key=lambda n: ov[n]["miou"], default=None)
+        out[f"vs_{base}"] = {
+            "baseline": {"miou": b["miou"], "teacher_fraction": b["teacher_fraction"]},
+            "best_online": best,
+            "online": {"miou": ov[best]["miou"], "teacher_fraction": ov[best]["teacher_fraction"]}
+            if best
+            else None,
+            "beats": bool(best and ov[best]["miou"] > b["miou"]),
+        }
+    oracles = [m.name for m in ms if m.kind == "oracle"]
+    if online and oracles:
+        best = max(online, key=lambda n: ov[n]["miou"])
+        per = {}
+        for st in streams:
+            meths = results["streams"][st]["methods"]
+            have = [o for o in oracles if o in meths]
+            if not have:
+                continue
+            strongest = max(have, key=lambda o: meths[o]["summary"]["miou"])
+            mine = meths[best]["summary"]["miou"]
+            theirs = meths[strongest]["summary"]["miou"]
+            per[st] = {"online": mine, "oracle": strongest, "oracle_miou": theirs, "wins": mine > theirs}
+        out["vs_oracle"] = {"best_online": best, "streams": per, "wins": sum(v["wins"] for v in per.values())}
+    front = [
+        n
+        for n in online
+        if not any(
+            ov[o]["miou"] >= ov[n]["miou"]
+            and ov[o]["teacher_fraction"] <= ov[n]["teacher_fraction"]
+            and (ov[o]["miou"], ov[o]["teacher_fraction"]) != (ov[n]["miou"], ov[n]["teacher_fraction"])
+            for o in online
+        )
+    ]
+    out["front"] = sorted(front, key=lambda n: ov[n]["teacher_fraction"])
+    return out
+
+
+def claims_markdown(c: dict[str, Any], ov: dict[str, Any]) -> str:
+    """``claims`` as a short markdown list."""
+    lines = []
+    for base, label in (("hold_d8", "label hold δ8"), ("flow_d16", "flow δ16")):
+        v = c.get(f"vs_{base}")
+        if v is None:
+            continue
+        b = v["baseline"]
+        if v["best_online"] is None:
+            lines.append(
+                f"- vs {label} ({b['miou']:.3f} at {100 * b['teacher_fraction']:.1f}% teacher): no online "
+                "setting of this table uses no more teacher frames"
+            )
+            continue
+        o = v["online"]
+        verdict = "beats" if v["beats"] else "does NOT beat"
+        lines.append(
+            f"- vs {label} ({b['miou']:.3f} at {100 * b['teacher_fraction']:.1f}% teacher): `{v['best_online']}` "
+            f"({o['miou']:.3f} at {100 * o['teacher_fraction']:.1f}%) {verdict} it"
+        )
+    v = c.get("vs_oracle")
+    if v is not None:
+        detail = ", ".join(
+            f"{st} {d['online']:.3f} vs {d['oracle_miou']:.3f} ({d['oracle']})"
+            for st, d in v["streams"].items()
+        )
+        lines.append(
+            f"- most accurate online setting `{v['best_online']}` vs the stronger oracle: wins on {v['wins']} of "
+            f"{len(v['streams'])} streams ({detail})"
+        )
+    if c.get("front"):
+        pts = ", ".join(
+            f"`{n}` {ov[n]['miou']:.3f} @ {100 * ov[n]['teacher_fraction']:.1f}%" for n in c["front"]
+        )
+        lines.append(f"- online front (mIoU @ teacher %, overall): {pts}")
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def cell(miou: float, speedup: float, teacher_fraction: float) -> str:
@@ -476,9 +809,13 @@ def table_rows(results: dict[str, Any], ms: Sequence[Method], ov: dict[str, Any]
             row.append(cell(sm["miou"], sm["speedup_cost_model"], sm["teacher_fraction"]) if sm else "")
         rows.append(row)
     row = ["Overall"]
+    n_streams = len(results["streams"])
     for m in ms:
         o = ov.get(m.name)
-        row.append(cell(o["miou"], o["speedup_cost_model"], o["teacher_fraction"]) if o else "")
+        text = cell(o["miou"], o["speedup_cost_model"], o["teacher_fraction"]) if o else ""
+        if o and o["streams"] < n_streams:  # a column that is not finished yet: say over how many streams
+            text += f" [{o['streams']}/{n_streams} streams]"
+        row.append(text)
     rows.append(row)
     return rows
 
@@ -508,6 +845,7 @@ def write_outputs(
     s: Settings, results: dict[str, Any], ms: Sequence[Method], settings_json: dict[str, Any]
 ) -> None:
     ov = overall(results, ms)
+    cl = claims(results, ms, ov)
     rows = table_rows(results, ms, ov)
     srows = stability_rows(results, ms, ov)
     legend = "\n".join(f"- `{m.name}`: {m.label}" for m in ms)
@@ -517,6 +855,14 @@ def write_outputs(
         "Cells: mIoU (cost-model speedup x, teacher %). Overall: mIoU is the unweighted mean over streams; "
         "speedup and teacher % come from the frame/teacher/update totals over all streams.\n\n"
         + markdown(rows)
+        + (
+            f"\nNot computed (yet): {', '.join(results['missing'])}; their cells are empty and Overall "
+            "cells of unfinished columns say over how many streams they average.\n"
+            if results.get("missing")
+            else ""
+        )
+        + "\n## The paper's claims on this table\n\n"
+        + (claims_markdown(cl, ov) or "(not enough columns)\n")
         + "\n## Temporal stability: flip rate on static pixels (lower is more stable)\n\n"
         + markdown(srows)
         + "\n## Methods\n\n"
@@ -527,7 +873,7 @@ def write_outputs(
     buf = io.StringIO()
     csv.writer(buf).writerows(rows)
     atomic_write_bytes(s.out / "table.csv", buf.getvalue().encode())
-    write_json(s.out / "table.json", {"settings": settings_json, "overall": ov, **results})
+    write_json(s.out / "table.json", {"settings": settings_json, "overall": ov, "claims": cl, **results})
     plot(s.out / "table.png", results, ms, ov)
 
 
@@ -587,6 +933,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=64)
     p.add_argument("--fixed-updates", type=int, default=4, help="updates per teacher frame of fixed stride")
     p.add_argument("--no-pretrain", action="store_true", help="start every student from random init")
+    p.add_argument(
+        "--camvid-init",
+        default="camvid",
+        help="the CamVid-pretrained student for the cv_* and *_cv columns: a checkpoint directory or a "
+        "shipped name (default: camvid, the student shipped with the package; 'none': leave them out)",
+    )
     p.add_argument("--pretrain-epochs", type=int, default=2)
     p.add_argument("--pretrain-every", type=int, default=8)
     p.add_argument("--pretrain-max-per-stream", type=int, default=60)
@@ -604,6 +956,11 @@ def build_parser() -> argparse.ArgumentParser:
         "~/.cache/jitnet_jax/xla)",
     )
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--collect",
+        action="store_true",
+        help="compute nothing: write the table from the parts already cached (missing cells stay empty)",
+    )
     return p
 
 
@@ -627,6 +984,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         online = override(
             OnlineConfig(student=student, chunk_size=args.chunk_size), list(args.set)
         ).validate()
+        camvid = None
+        if args.camvid_init != "none":
+            from jitnet_jax.student.pretrained import resolve_init
+
+            camvid = resolve_init(args.camvid_init)
+            if not camvid.is_dir():
+                if args.camvid_init != "camvid":
+                    raise ValueError(f"{camvid}: --camvid-init checkpoint not found")
+                camvid = None  # the shipped student is not there (yet): leave the CamVid columns out
         s = Settings(
             lvs=args.lvs,
             out=args.out,
@@ -645,8 +1011,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             teacher_ms=args.teacher_ms,
             stability_threshold=args.stability_threshold,
             progress=not args.no_progress,
+            camvid=camvid,
+            collect=args.collect,
         )
-        ms = methods(s.pretrain, have_opencv())
+        ms = methods(s.pretrain, have_opencv(), camvid is not None)
         if args.methods:
             unknown = sorted(set(args.methods) - {m.name for m in ms})
             if unknown:
@@ -660,6 +1028,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "fixed_updates": s.fixed_updates,
             "pretrain": s.pretrain,
             "teacher_ms": s.teacher_ms,
+            "camvid_init": str(camvid) if camvid else None,
+            "online": _online_key(s.online),
+            "oracle": [s.oracle_epochs, s.oracle_every],
+            "pretrain_loo": [s.pretrain_epochs, s.pretrain_every, s.pretrain_max_per_stream],
             "argv": list(argv or sys.argv[1:]),
         }
         write_outputs(s, results, ms, settings_json)

@@ -1,4 +1,5 @@
-"""End to end: ``python -m experiments.table`` on two real lvs_mini streams at low resolution, then a rerun
+"""End to end: ``python -m experiments.table`` on two real lvs_mini streams at a tiny resolution, one column of
+every kind and every start (leave-one-out, CamVid-style checkpoint with a mapped head, random), then a rerun
 that must reuse every cached result."""
 
 from __future__ import annotations
@@ -6,14 +7,42 @@ from __future__ import annotations
 import csv
 import json
 
+import jax
 import pytest
 
 from experiments import table
+from jitnet_jax.config import ModelConfig, StudentConfig
+from jitnet_jax.student.pretrained import save_student
+from jitnet_jax.student.step import init_state
 
-STREAMS = ["bikes1", "highway_cctv1"]
+#: Two streams with the same classes (car_bus_truck): every compiled program is reused for the second one
+#: from the persistent XLA cache, which keeps this test fast.
+STREAMS = ["highway_cctv1", "parking_lot1"]
+FRAMES = 16
+#: One column of each kind and start: LOO online, CamVid start with the paper's SGD, CamVid start with
+#: replay, fixed stride, no adaptation from CamVid, the oracle from random init, label hold and flow.
+METHODS = [
+    "online_a0.8",
+    "cv_sgd_a0.8",
+    "cv_adam_a0.9_r16b4",
+    "fixed_d8",
+    "no_adapt_cv",
+    "oracle",
+    "hold_d8",
+    "hold_d16",
+]
+CAMVID_CLASSES = ["background", "person", "car_bus_truck", "bicycle_motorcycle"]
 
 
-def _args(lvs, out):
+def _camvid_like(path):
+    """A 4-class checkpoint with class names (like the shipped CamVid student), at the test's width."""
+    model = ModelConfig(num_classes=len(CAMVID_CLASSES), width_multiplier=0.25)
+    state = init_state(jax.random.key(5), StudentConfig(model=model), (36, 64))
+    save_student(path, state, model, info={"classes": CAMVID_CLASSES})
+    return path
+
+
+def _args(lvs, out, camvid, methods):
     return [
         "--lvs",
         str(lvs),
@@ -26,7 +55,7 @@ def _args(lvs, out):
         "--width",
         "64",
         "--max-frames",
-        "24",
+        str(FRAMES),
         "--chunk-size",
         "8",
         "--pretrain-epochs",
@@ -39,19 +68,26 @@ def _args(lvs, out):
         "2",
         "--width-multiplier",
         "0.25",
+        "--camvid-init",
+        str(camvid),
+        "--methods",
+        *methods,
         "--no-progress",
     ]
 
 
 def test_table_end_to_end_and_cache(shared_data, tmp_path, monkeypatch):
     out = tmp_path / "table"
-    assert table.main(_args(shared_data / "lvs_mini", out)) == 0
-    names = [m.name for m in table.methods(pretrain=True, flow=_have_cv2())]
+    camvid = _camvid_like(tmp_path / "camvid_ckpt")
+    methods = METHODS + (["flow_d16"] if _have_cv2() else [])
+    args = _args(shared_data / "lvs_mini", out, camvid, methods)
+    assert table.main(args) == 0
     for f in ("table.md", "table.csv", "table.json", "table.png"):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
 
     rows = list(csv.reader((out / "table.csv").open()))
-    assert rows[0] == ["stream", *names]
+    order = [m.name for m in table.methods(pretrain=True, flow=True, camvid=True) if m.name in methods]
+    assert rows[0] == ["stream", *order]
     assert [r[0] for r in rows[1:]] == [*STREAMS, "Overall"]
     assert all(len(r) == len(rows[0]) and all(c for c in r) for r in rows)
     assert "(" in rows[1][1] and "x, " in rows[1][1] and rows[1][1].endswith("%)")
@@ -60,18 +96,25 @@ def test_table_end_to_end_and_cache(shared_data, tmp_path, monkeypatch):
     for st in STREAMS:
         p = data["streams"][st]
         assert 0 <= p["teacher_stability"]["flip_rate"] <= 1
-        for name in names:
+        for name in methods:
             sm = p["methods"][name]["summary"]
-            assert sm["frames"] == 24 and 0 <= sm["teacher_fraction"] <= 1
+            assert sm["frames"] == FRAMES and 0 <= sm["teacher_fraction"] <= 1
             assert 0 <= p["methods"][name]["stability"]["flip_rate"] <= 1
         fixed = p["methods"]["fixed_d8"]["summary"]
-        assert (
-            fixed["teacher_frames"] == 3 and fixed["updates"] == 2 * 3
-        )  # teacher at 0, 8, 16; 2 updates each
-        assert p["methods"]["hold_d16"]["summary"]["teacher_frames"] == 2
+        assert fixed["teacher_frames"] == 2 and fixed["updates"] == 2 * 2  # teacher at 0, 8; 2 updates each
+        assert p["methods"]["hold_d16"]["summary"]["teacher_frames"] == 1
         assert p["methods"]["hold_d8"]["summary"]["speedup_cost_model"] == pytest.approx(8.0)
-        assert p["methods"]["no_adapt"]["summary"]["teacher_frames"] == 0
-    assert (out / "pretrained" / "bikes1").is_dir()  # leave-one-out checkpoint, trained on highway_cctv1
+        assert p["methods"]["no_adapt_cv"]["summary"]["teacher_frames"] == 0
+        replay = p["methods"]["cv_adam_a0.9_r16b4"]["summary"]
+        assert replay["frames_per_update"] == 4 and replay["teacher_frames"] >= 2
+        assert p["methods"]["oracle"]["extra"]["train_examples"] == 2
+    # the CamVid-style start has 4 classes; the streams' 2-class heads were mapped from it by name
+    assert data["streams"]["highway_cctv1"]["class_names"] == ["background", "car_bus_truck"]
+    assert (
+        out / "pretrained" / "highway_cctv1"
+    ).is_dir()  # leave-one-out checkpoint, trained on parking_lot1
+    ov = data["overall"]["cv_adam_a0.9_r16b4"]
+    assert ov["frames"] == 2 * FRAMES and ov["updates"] >= 1
     md = (out / "table.md").read_text()
     assert "| Overall |" in md and "flip rate" in md
 
@@ -81,32 +124,78 @@ def test_table_end_to_end_and_cache(shared_data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(table, "run_method", boom)
     monkeypatch.setattr(table, "pretrained_student", boom)
+    monkeypatch.setattr(table, "camvid_student", boom)
     before = (out / "table.csv").read_text()
-    assert table.main(_args(shared_data / "lvs_mini", out)) == 0
+    assert table.main(args) == 0
     assert (out / "table.csv").read_text() == before
 
 
-def test_bad_arguments_are_one_line(tmp_path, capsys, shared_data):
-    assert (
-        table.main(["--lvs", str(shared_data / "lvs_mini"), "--streams", "nope", "--out", str(tmp_path)]) == 2
-    )
-    assert (
-        table.main(
-            [
-                "--lvs",
-                str(shared_data / "lvs_mini"),
-                "--streams",
-                "bikes1",
-                "--out",
-                str(tmp_path),
-                "--methods",
-                "bogus",
-            ]
+def _m(name):
+    return next(m for m in table.methods(True, True, True) if m.name == name)
+
+
+def test_cache_keys_follow_what_determines_a_result(tmp_path):
+    """Label hold and flow keys ignore the student settings; student keys include the start and optimiser."""
+    from jitnet_jax.config import OnlineConfig, OptimConfig
+
+    def settings(**kw):
+        base = dict(
+            lvs=tmp_path,
+            out=tmp_path,
+            height=36,
+            width=64,
+            max_frames=16,
+            online=OnlineConfig(student=StudentConfig(optim=OptimConfig("adam", lr=1e-3))),
+            fixed_updates=2,
+            pretrain=True,
+            pretrain_epochs=1,
+            pretrain_every=8,
+            pretrain_max_per_stream=60,
+            oracle_epochs=1,
+            oracle_every=8,
+            seed=0,
+            teacher_ms=325.0,
+            stability_threshold=8,
+            progress=False,
+            camvid=None,
         )
+        base.update(kw)
+        return table.Settings(**base)
+
+    classes = ["background", "car_bus_truck"]
+    a, b = settings(), settings(online=OnlineConfig(student=StudentConfig(optim=OptimConfig("sgd"))), seed=1)
+    for name in ("hold_d8", "flow_d16"):
+        assert table.method_key(a, _m(name), "s", classes) == table.method_key(b, _m(name), "s", classes)
+    for name in ("online_a0.8", "oracle", "no_adapt"):
+        assert table.method_key(a, _m(name), "s", classes) != table.method_key(b, _m(name), "s", classes)
+    # the method's own optimiser wins over the table's; replay off leaves no replay fields in the key
+    k = table.method_key(a, _m("cv_sgd_a0.8"), "s", classes)
+    assert k["student"]["optim"]["name"] == "sgd" and k["student"]["optim"]["lr"] == 0.01
+    assert "replay_size" not in k["online"]
+    kr = table.method_key(a, _m("cv_adam_a0.9_r16b4"), "s", classes)
+    assert (kr["online"]["replay_size"], kr["online"]["replay_batch"]) == (16, 4)
+    camvid = tmp_path / "ck"
+    camvid.mkdir()
+    (camvid / "x").write_bytes(b"1")
+    k1 = table.method_key(settings(camvid=camvid), _m("no_adapt_cv"), "s", classes)
+    (camvid / "x").write_bytes(b"2")
+    k2 = table.method_key(settings(camvid=camvid), _m("no_adapt_cv"), "s", classes)
+    assert k1 != k2 and k1["camvid"] != k2["camvid"]
+
+
+def test_bad_arguments_are_one_line(tmp_path, capsys, shared_data):
+    lvs = str(shared_data / "lvs_mini")
+    assert table.main(["--lvs", lvs, "--streams", "nope", "--out", str(tmp_path)]) == 2
+    assert (
+        table.main(["--lvs", lvs, "--streams", "bikes1", "--out", str(tmp_path), "--methods", "bogus"]) == 2
+    )
+    missing = str(tmp_path / "no_ckpt")
+    assert (
+        table.main(["--lvs", lvs, "--streams", "bikes1", "--out", str(tmp_path), "--camvid-init", missing])
         == 2
     )
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "nope" in err[0] and "bogus" in err[1]
+    assert len(err) == 3 and "nope" in err[0] and "bogus" in err[1] and "no_ckpt" in err[2]
 
 
 def _have_cv2():
