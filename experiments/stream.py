@@ -126,12 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run = p.add_argument_group("run")
     add_config_flags(run)
-    add_compile_cache_flag(run)
     run.add_argument(
         "--init",
         help="start from a pretrained student: 'camvid' (the shipped CamVid student) or a checkpoint "
         "directory (experiments.pretrain); the class head is mapped to the stream's classes by name",
     )
+    add_compile_cache_flag(run)
     out = p.add_argument_group("outputs")
     out.add_argument("--out", help="output folder (default runs/<stream>-<time>)")
     out.add_argument("--no-video", action="store_true", help="don't write video.mp4")
