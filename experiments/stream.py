@@ -83,7 +83,9 @@ def add_config_flags(run: Any) -> None:
     run.add_argument("--schedule", choices=SCHEDULES, help="optax lr schedule over updates")
     run.add_argument("--fg-weight", type=float)
     run.add_argument("--chunk-size", type=int)
-    run.add_argument("--replay", type=int, metavar="R", help="replay the last R teacher frames (0: the paper)")
+    run.add_argument(
+        "--replay", type=int, metavar="R", help="replay the last R teacher frames (0: the paper)"
+    )
     run.add_argument("--replay-batch", type=int, metavar="B", help="frames per update with --replay (2..R+1)")
     run.add_argument("--teacher-delay", type=int, metavar="D", help="teacher labels arrive D frames late")
     run.add_argument("--seed", type=int)
