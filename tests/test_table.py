@@ -12,6 +12,7 @@ import pytest
 
 from experiments import table
 from jitnet_jax.config import ModelConfig, StudentConfig
+from jitnet_jax.eval import table as evaltable
 from jitnet_jax.student.pretrained import save_student
 from jitnet_jax.student.step import init_state
 
@@ -86,7 +87,7 @@ def test_table_end_to_end_and_cache(shared_data, tmp_path, monkeypatch):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
 
     rows = list(csv.reader((out / "table.csv").open()))
-    order = [m.name for m in table.methods(pretrain=True, flow=True, camvid=True) if m.name in methods]
+    order = [m.name for m in evaltable.methods(pretrain=True, flow=True, camvid=True) if m.name in methods]
     assert rows[0] == ["stream", *order]
     assert [r[0] for r in rows[1:]] == [*STREAMS, "Overall"]
     assert all(len(r) == len(rows[0]) and all(c for c in r) for r in rows)
@@ -122,16 +123,16 @@ def test_table_end_to_end_and_cache(shared_data, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("recomputed a cached result")
 
-    monkeypatch.setattr(table, "run_method", boom)
-    monkeypatch.setattr(table, "pretrained_student", boom)
-    monkeypatch.setattr(table, "camvid_student", boom)
+    monkeypatch.setattr(evaltable, "run_method", boom)
+    monkeypatch.setattr(evaltable, "pretrained_student", boom)
+    monkeypatch.setattr(evaltable, "camvid_student", boom)
     before = (out / "table.csv").read_text()
     assert table.main(args) == 0
     assert (out / "table.csv").read_text() == before
 
 
 def _m(name):
-    return next(m for m in table.methods(True, True, True) if m.name == name)
+    return next(m for m in evaltable.methods(True, True, True) if m.name == name)
 
 
 def test_cache_keys_follow_what_determines_a_result(tmp_path):
@@ -160,26 +161,30 @@ def test_cache_keys_follow_what_determines_a_result(tmp_path):
             camvid=None,
         )
         base.update(kw)
-        return table.Settings(**base)
+        return evaltable.Settings(**base)
 
     classes = ["background", "car_bus_truck"]
     a, b = settings(), settings(online=OnlineConfig(student=StudentConfig(optim=OptimConfig("sgd"))), seed=1)
     for name in ("hold_d8", "flow_d16"):
-        assert table.method_key(a, _m(name), "s", classes) == table.method_key(b, _m(name), "s", classes)
+        assert evaltable.method_key(a, _m(name), "s", classes) == evaltable.method_key(
+            b, _m(name), "s", classes
+        )
     for name in ("online_a0.8", "oracle", "no_adapt"):
-        assert table.method_key(a, _m(name), "s", classes) != table.method_key(b, _m(name), "s", classes)
+        assert evaltable.method_key(a, _m(name), "s", classes) != evaltable.method_key(
+            b, _m(name), "s", classes
+        )
     # the method's own optimiser wins over the table's; replay off leaves no replay fields in the key
-    k = table.method_key(a, _m("cv_sgd_a0.8"), "s", classes)
+    k = evaltable.method_key(a, _m("cv_sgd_a0.8"), "s", classes)
     assert k["student"]["optim"]["name"] == "sgd" and k["student"]["optim"]["lr"] == 0.01
     assert "replay_size" not in k["online"]
-    kr = table.method_key(a, _m("cv_adam_a0.9_r16b4"), "s", classes)
+    kr = evaltable.method_key(a, _m("cv_adam_a0.9_r16b4"), "s", classes)
     assert (kr["online"]["replay_size"], kr["online"]["replay_batch"]) == (16, 4)
     camvid = tmp_path / "ck"
     camvid.mkdir()
     (camvid / "x").write_bytes(b"1")
-    k1 = table.method_key(settings(camvid=camvid), _m("no_adapt_cv"), "s", classes)
+    k1 = evaltable.method_key(settings(camvid=camvid), _m("no_adapt_cv"), "s", classes)
     (camvid / "x").write_bytes(b"2")
-    k2 = table.method_key(settings(camvid=camvid), _m("no_adapt_cv"), "s", classes)
+    k2 = evaltable.method_key(settings(camvid=camvid), _m("no_adapt_cv"), "s", classes)
     assert k1 != k2 and k1["camvid"] != k2["camvid"]
 
 

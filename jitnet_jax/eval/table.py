@@ -1,7 +1,8 @@
-"""The paper's per-stream table: every method on every stream, one command.
+"""The paper's per-stream table as a library: every method on every stream, cached parts, the table files.
 
-    python -m experiments.table --lvs ../shared/data/lvs_mini --out results/table [--streams ...]
-        [--height 180 --width 320 --max-frames N]
+``python -m experiments.table`` is its entry point. This module never imports the teacher stage: the entry
+point passes in how a stream's label store is made (``Settings.make_store``) and the flow-propagation
+baseline (``Settings.run_flow``).
 
 Methods (columns; ``--methods`` picks a subset):
   * ``online_a{0.7,0.8,0.9}``: online distillation (Algorithm 1) from the leave-one-stream-out pretrained
@@ -35,7 +36,6 @@ the others. ``--collect`` computes nothing and writes the table from the cached 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import hashlib
@@ -44,7 +44,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jitnet_jax.compile_cache import enable_compile_cache
-from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig, override, to_dict
-from jitnet_jax.data.label_store import FORMAT_VERSION as STORE_FORMAT_VERSION
+from jitnet_jax.config import StudentConfig, to_dict
 from jitnet_jax.data.label_store import atomic_write_bytes
 from jitnet_jax.data.store_source import StoreSource
 from jitnet_jax.eval.baselines import (
@@ -246,6 +244,11 @@ class Settings:
     progress: bool
     camvid: Path | None = None
     collect: bool = False
+    #: ``(settings, stream) -> store folder``: makes (or finds) the stream's label store at the table's
+    #: resolution; the entry point passes the teacher stage's ``ensure_store``.
+    make_store: Callable[[Settings, str], Path] | None = None
+    #: the flow-propagation baseline (``teacher.flow.run_flow_propagation``), or None without OpenCV.
+    run_flow: Callable[..., Any] | None = None
 
     def common_key(self) -> dict[str, Any]:
         """What every result of a stream depends on (the stream's data at this resolution and length)."""
@@ -281,7 +284,7 @@ def online_config(s: Settings, m: Method, cfg: StudentConfig) -> OnlineConfig:
 NEUTRAL_ONLINE = {"replay_size": 0, "replay_batch": 1, "teacher_delay": 0}
 
 
-def _online_key(ocfg: OnlineConfig) -> dict[str, Any]:
+def online_key(ocfg: OnlineConfig) -> dict[str, Any]:
     """``to_dict(ocfg)`` without the fields of :data:`NEUTRAL_ONLINE` that hold their neutral value, so a
     config class that gains such a field does not invalidate earlier results."""
     d = to_dict(ocfg)
@@ -300,21 +303,13 @@ def _dir_digest(path: Path) -> str:
 
 
 def store_dir(s: Settings, stream: str) -> Path:
-    """The stream's label store at the table's resolution (made once; a process that finds another one
-    making it waits for it)."""
-    from teacher.precompute import ensure_store
-
+    """The stream's label store at the table's resolution (made once by ``s.make_store``; a process that
+    finds another one making it waits for it)."""
+    if s.make_store is None:
+        raise ValueError("the table needs Settings.make_store to find the label stores")
     while True:
         try:
-            return ensure_store(
-                lvs=s.lvs,
-                stream=stream,
-                height=s.height,
-                width=s.width,
-                max_frames=s.max_frames,
-                cache_dir=s.out / "stores" / f"v{STORE_FORMAT_VERSION}",
-                progress=s.progress,
-            )
+            return s.make_store(s, stream)
         except OutputBusy:
             time.sleep(10.0)
 
@@ -500,9 +495,9 @@ def run_method(
         pf = run.per_frame
         summary = summarize_per_frame(pf, info.class_names, student_ms=0.0, **common)
     elif m.kind == "flow":
-        from teacher.flow import run_flow_propagation
-
-        run = run_flow_propagation(
+        if s.run_flow is None:
+            raise ValueError(f"{m.name}: flow propagation needs OpenCV (pip install -e .[flow])")
+        run = s.run_flow(
             source,
             m.delta,
             chunk_size=s.online.chunk_size,
@@ -572,7 +567,7 @@ def method_key(s: Settings, m: Method, stream: str, class_names: Sequence[str]) 
     fields = {k: v for k, v in dataclasses.asdict(m).items() if k not in ("name", "label")}
     key.update(method=fields, student=to_dict(cfg), seed=s.seed)
     if m.kind in ("online", "fixed"):
-        key["online"] = _online_key(online_config(s, m, cfg))
+        key["online"] = online_key(online_config(s, m, cfg))
     if m.kind == "fixed":
         key["fixed_updates"] = s.fixed_updates
     if m.kind == "oracle":
@@ -911,136 +906,3 @@ def plot(path: Path, results: dict[str, Any], ms: Sequence[Method], ov: dict[str
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.table", description=__doc__.split("\n\n")[0])
-    p.add_argument("--lvs", type=Path, required=True, help="LVS root (e.g. ../shared/data/lvs_mini)")
-    p.add_argument("--streams", nargs="*", help="streams (default: every stream in streams.json)")
-    p.add_argument("--out", type=Path, required=True, help="output directory (results are cached here)")
-    p.add_argument("--height", type=int, default=180)
-    p.add_argument("--width", type=int, default=320)
-    p.add_argument("--max-frames", type=int, help="only the first N frames of each stream")
-    p.add_argument("--methods", nargs="*", help="subset of method names (default: all)")
-    p.add_argument(
-        "--optim", choices=["adam", "sgd"], default="adam", help="student optimiser (online and offline)"
-    )
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--width-multiplier", type=float, default=ModelConfig.width_multiplier)
-    p.add_argument("--chunk-size", type=int, default=64)
-    p.add_argument("--fixed-updates", type=int, default=4, help="updates per teacher frame of fixed stride")
-    p.add_argument("--no-pretrain", action="store_true", help="start every student from random init")
-    p.add_argument(
-        "--camvid-init",
-        default="camvid",
-        help="the CamVid-pretrained student for the cv_* and *_cv columns: a checkpoint directory or a "
-        "shipped name (default: camvid, the student shipped with the package; 'none': leave them out)",
-    )
-    p.add_argument("--pretrain-epochs", type=int, default=2)
-    p.add_argument("--pretrain-every", type=int, default=8)
-    p.add_argument("--pretrain-max-per-stream", type=int, default=60)
-    p.add_argument("--oracle-epochs", type=int, default=20)
-    p.add_argument("--oracle-every", type=int, default=8)
-    p.add_argument(
-        "--teacher-ms", type=float, default=MEASURED_TEACHER_MS, help="measured teacher ms per frame"
-    )
-    p.add_argument("--stability-threshold", type=int, default=8, help="static pixel: max |dRGB| <= this")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="OnlineConfig overrides")
-    p.add_argument(
-        "--jax-cache",
-        help="persistent XLA compilation cache folder or 'off' (default: $JITNET_COMPILE_CACHE, else "
-        "~/.cache/jitnet_jax/xla)",
-    )
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument(
-        "--collect",
-        action="store_true",
-        help="compute nothing: write the table from the parts already cached (missing cells stay empty)",
-    )
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; 0 on success, 2 on bad arguments/input."""
-    args = build_parser().parse_args(argv)
-    try:
-        from teacher.class_groups import load_streams_json
-        from teacher.flow import have_opencv
-
-        args.out.mkdir(parents=True, exist_ok=True)
-        enable_compile_cache(args.jax_cache)
-        streams = args.streams or sorted(load_streams_json(args.lvs / "streams.json"))
-        for st in streams:
-            if not (args.lvs / st).is_dir():
-                raise ValueError(f"{args.lvs / st}: stream folder not found")
-        student = StudentConfig(
-            model=ModelConfig(width_multiplier=args.width_multiplier),
-            optim=OptimConfig(name=args.optim, lr=args.lr),
-        )
-        online = override(
-            OnlineConfig(student=student, chunk_size=args.chunk_size), list(args.set)
-        ).validate()
-        camvid = None
-        if args.camvid_init != "none":
-            from jitnet_jax.student.pretrained import resolve_init
-
-            camvid = resolve_init(args.camvid_init)
-            if not camvid.is_dir():
-                if args.camvid_init != "camvid":
-                    raise ValueError(f"{camvid}: --camvid-init checkpoint not found")
-                camvid = None  # the shipped student is not there (yet): leave the CamVid columns out
-        s = Settings(
-            lvs=args.lvs,
-            out=args.out,
-            height=args.height,
-            width=args.width,
-            max_frames=args.max_frames,
-            online=online,
-            fixed_updates=args.fixed_updates,
-            pretrain=not args.no_pretrain,
-            pretrain_epochs=args.pretrain_epochs,
-            pretrain_every=args.pretrain_every,
-            pretrain_max_per_stream=args.pretrain_max_per_stream,
-            oracle_epochs=args.oracle_epochs,
-            oracle_every=args.oracle_every,
-            seed=args.seed,
-            teacher_ms=args.teacher_ms,
-            stability_threshold=args.stability_threshold,
-            progress=not args.no_progress,
-            camvid=camvid,
-            collect=args.collect,
-        )
-        ms = methods(s.pretrain, have_opencv(), camvid is not None)
-        if args.methods:
-            unknown = sorted(set(args.methods) - {m.name for m in ms})
-            if unknown:
-                raise ValueError(f"unknown --methods {unknown}; choices: {[m.name for m in ms]}")
-            ms = [m for m in ms if m.name in args.methods]
-        results = run_table(s, streams, ms)
-        settings_json = {
-            **s.common_key(),
-            "streams": streams,
-            "lvs": str(args.lvs),
-            "fixed_updates": s.fixed_updates,
-            "pretrain": s.pretrain,
-            "teacher_ms": s.teacher_ms,
-            "camvid_init": str(camvid) if camvid else None,
-            "online": _online_key(s.online),
-            "oracle": [s.oracle_epochs, s.oracle_every],
-            "pretrain_loo": [s.pretrain_epochs, s.pretrain_every, s.pretrain_max_per_stream],
-            "argv": list(argv or sys.argv[1:]),
-        }
-        write_outputs(s, results, ms, settings_json)
-    except (ValueError, OSError) as e:
-        print(f"error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
-        return 2
-    print(args.out / "table.md")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
