@@ -1,36 +1,10 @@
 """The paper's per-stream table: every method on every stream, one command.
 
     python -m experiments.table --lvs ../shared/data/lvs_mini --out results/table [--streams ...]
-        [--height 180 --width 320 --max-frames N]
+        [--height 180 --width 320 --max-frames N] [--methods ...] [--collect]
 
-Methods (columns; ``--methods`` picks a subset):
-  * ``online_a{0.7,0.8,0.9}``: online distillation (Algorithm 1) from the leave-one-stream-out pretrained
-    student (``--no-pretrain``: from random init); ``online_a0.8_random``: from random init;
-  * ``cv_sgd_a*`` / ``cv_adam_a*``: online from the CamVid-pretrained student (``--camvid-init``, default the
-    shipped ``camvid``; head mapped to the stream's classes by name) with the paper's SGD 0.01 / Adam 1e-3;
-    ``cv_adam_a*_r16b4``: with replay of the last 16 teacher frames, 4 frames per update;
-  * ``fixed_d{8,16}``: teacher every delta frames, exactly ``--fixed-updates`` updates per teacher frame;
-  * ``no_adapt`` / ``no_adapt_cv``: the pretrained / CamVid student on every frame, no teacher, no updates;
-  * ``oracle`` / ``oracle_cv``: trained offline on every 8th teacher frame of the same stream (from random
-    init / the CamVid start), then no updates;
-  * ``hold_d{8,16}``: the teacher label every delta frames, held until the next one (zero student cost);
-  * ``flow_d{8,16}``: the teacher label warped forward with Farneback flow (only with OpenCV).
-
-Cells are "mIoU (speedup x, teacher %)": stream-level foreground mIoU against the teacher's labels on all
-frames, the cost-model speedup over running the teacher on every frame (paper costs: teacher 300 ms,
-student inference 7 ms, update 30 ms; 0 student cost for label hold, the measured flow time for flow) and
-the fraction of frames the teacher ran on. ``table.json`` also holds the measured speedup (this CPU's
-wall time of the method against ``--teacher-ms`` per teacher frame), class IoUs, updates and the
-temporal stability (flip rate on static pixels, ``jitnet_jax.eval.baselines``) of the teacher and every method.
-
-Overall row: mIoU and flip rate are unweighted means over streams; speedup and teacher % are computed from
-frame / teacher-frame / update totals over all streams.
-
-Every (method, stream) result is one part, cached as JSON under ``OUT/runs/<stream>/<method>.json`` together
-with a key of everything that determines it; a rerun reuses matching parts (and leave-one-out checkpoints
-under ``OUT/pretrained/``), so an interrupted run resumes where it stopped. Several table processes may share
-one ``OUT`` (e.g. one per ``--streams``/``--methods`` subset): a part being computed is locked and skipped by
-the others. ``--collect`` computes nothing and writes the table from the cached parts.
+Flags and stream discovery only; the methods, the cached and locked parts, and the table files are
+described and implemented in :mod:`jitnet_jax.eval.table` (protocol: ``docs/evaluation.md``).
 """
 
 from __future__ import annotations
