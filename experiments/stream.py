@@ -399,7 +399,7 @@ def _run_locked(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, 
         return 0
 
     key = jax.random.key(cfg.seed)
-    state = new_state(cfg.online, key, (info.height, info.width))
+    state = new_state(cfg.online, key, (info.height, info.width), keep_executable=args.live)
     if args.init:
         from jitnet_jax.student.pretrained import load_student_for_classes, resolve_init
 

@@ -65,6 +65,49 @@ def test_live_config_uses_delta_min_chunks() -> None:
         live_config(CFG, None, -1)
 
 
+@pytest.fixture
+def exe_cache(tmp_path):
+    """The compilation cache (and with it the executable cache) in a fresh folder for one test."""
+    from jitnet_jax.compile_cache import enable_compile_cache
+
+    enable_compile_cache(tmp_path / "cc")
+    yield tmp_path / "cc"
+    enable_compile_cache()  # back to the suite's cache (conftest)
+
+
+def test_executable_cache_stores_loads_and_survives_a_damaged_file(exe_cache, capsys) -> None:
+    import jax.numpy as jnp
+
+    from jitnet_jax.compile_cache import executable_key, load_or_compile
+
+    def lower():
+        return jax.jit(lambda x, y: (jnp.tanh(x) * 2 + y, (x @ y.T).sum())).lower(x, y)
+
+    x, y = jnp.arange(32.0).reshape(4, 8), jnp.ones((4, 8))
+    key = executable_key("probe", 1)
+    assert executable_key("probe", 2) != key
+    first, how1 = load_or_compile("probe", key, lower)
+    again, how2 = load_or_compile("probe", key, lower)
+    assert (how1, how2) == ("compiled", "loaded")
+    for a, b in zip(first(x, y), again(x, y)):
+        np.testing.assert_array_equal(a, b)  # the same executable: exactly the same results
+    (stored,) = (exe_cache / "executables").iterdir()
+    stored.write_bytes(b"not an executable")
+    fixed, how3 = load_or_compile("probe", key, lower)
+    assert how3 == "compiled" and "cannot load" in capsys.readouterr().err
+    np.testing.assert_array_equal(fixed(x, y)[0], first(x, y)[0])
+
+
+def test_new_state_from_one_cached_program_has_the_same_values() -> None:
+    eager = new_state(CFG, jax.random.key(3), (H, W))
+    cached = new_state(CFG, jax.random.key(3), (H, W), keep_executable=True)
+    a, b = (to_host(s) for s in (eager, cached))
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        assert u.dtype == v.dtype
+        np.testing.assert_array_equal(u, v)
+
+
 # ---- a stream, its label store, and the two ways of running over it ------------------------------
 
 

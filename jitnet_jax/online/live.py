@@ -209,7 +209,7 @@ def run_live(
     t_chunk, h, w = cfg.chunk_size, info.height, info.width
     t0 = time.perf_counter()
     if compiled is None:
-        compiled = compile_chunk(cfg, state, h, w, keep_preds)
+        compiled = compile_chunk(cfg, state, h, w, keep_preds, keep_executable=True)
     compile_s = time.perf_counter() - t0
 
     total_hint = info.num_frames if limit is None else min(info.num_frames, limit)

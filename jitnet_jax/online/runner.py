@@ -136,17 +136,33 @@ class PerFrameBuffer:
 
 
 def compile_chunk(
-    cfg: OnlineConfig, state: OnlineState, height: int, width: int, keep_preds: bool = False
+    cfg: OnlineConfig,
+    state: OnlineState,
+    height: int,
+    width: int,
+    keep_preds: bool = False,
+    keep_executable: bool = False,
 ) -> Any:
     """The engine's ``run_chunk`` compiled ahead of time for chunks of ``cfg.chunk_size`` frames of
     ``(height, width)`` and states shaped like ``state``: ``fn(knobs, state, frames, labels, weights,
-    valid) -> (state, stats)``. Fixed shapes: calling it never recompiles."""
+    valid) -> (state, stats)``. Fixed shapes: calling it never recompiles.
+
+    ``keep_executable``: load the executable from (or store it in) the executable cache
+    (:func:`~jitnet_jax.compile_cache.load_or_compile`), which skips tracing and lowering on a warm run."""
     knobs = Knobs.from_config(cfg)
-    return (
-        make_run_chunk(cfg, keep_preds)
-        .lower(knobs, state, *chunk_abstract(cfg.chunk_size, height, width))
-        .compile()
-    )
+    args = (knobs, state, *chunk_abstract(cfg.chunk_size, height, width))
+
+    def lower() -> Any:
+        return make_run_chunk(cfg, keep_preds).lower(*args)
+
+    if not keep_executable:
+        return lower().compile()
+    from jitnet_jax.compile_cache import executable_key, load_or_compile
+
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    abstract = [(tuple(x.shape), str(x.dtype), bool(getattr(x, "weak_type", False))) for x in leaves]
+    key = executable_key("run_chunk", repr(cfg), str(tree), abstract, keep_preds)
+    return load_or_compile("run_chunk", key, lower)[0]
 
 
 def confusion_from_per_frame(per_frame: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -154,9 +170,26 @@ def confusion_from_per_frame(per_frame: dict[str, np.ndarray]) -> tuple[np.ndarr
     return per_frame["tp"].sum(0), per_frame["fp"].sum(0), per_frame["fn"].sum(0)
 
 
-def new_state(cfg: OnlineConfig, key: jax.Array, frame_shape: tuple[int, int]) -> OnlineState:
-    """A fresh online state for frames of ``(H, W)``."""
-    return init_online_state(init_state(key, cfg.student, frame_shape), cfg, frame_shape)
+def new_state(
+    cfg: OnlineConfig, key: jax.Array, frame_shape: tuple[int, int], keep_executable: bool = False
+) -> OnlineState:
+    """A fresh online state for frames of ``(H, W)``.
+
+    ``keep_executable``: build it with one compiled program kept in the executable cache
+    (:func:`~jitnet_jax.compile_cache.load_or_compile`; the same values, without the seconds that
+    dispatching the initialisation op by op costs a fresh process)."""
+    shape = tuple(frame_shape)
+
+    def make(k: jax.Array) -> OnlineState:
+        return init_online_state(init_state(k, cfg.student, shape), cfg, shape)
+
+    if not keep_executable:
+        return make(key)
+    from jitnet_jax.compile_cache import executable_key, load_or_compile
+
+    cfg.validate()
+    exe_key = executable_key("new_state", repr(cfg), shape, str(key.dtype), tuple(key.shape))
+    return load_or_compile("new_state", exe_key, lambda: jax.jit(make).lower(key))[0](key)
 
 
 def run_stream(
