@@ -179,6 +179,15 @@ def test_cache_keys_follow_what_determines_a_result(tmp_path):
     assert "replay_size" not in k["online"]
     kr = evaltable.method_key(a, _m("cv_adam_a0.9_r16b4"), "s", classes)
     assert (kr["online"]["replay_size"], kr["online"]["replay_batch"]) == (16, 4)
+    # a short largest stride and a late teacher reach the online config (the delay in frames of the stream)
+    kd = evaltable.method_key(a, _m("cv_adam_a0.9_dmax16"), "s", classes)
+    assert kd["online"]["delta_max"] == 16 and "teacher_delay" not in kd["online"]
+    assert "delta_max" not in k["method"] and "teacher_delay_ms" not in k["method"]
+    for fps, frames in ((25.0, 5), (10.0, 2), (12.5, 3)):
+        kl = evaltable.method_key(a, _m("cv_adam_a0.9_dmax16_late"), "s", classes, fps)
+        assert kl["online"]["teacher_delay"] == frames  # ceil(175.5 ms x fps)
+    with pytest.raises(ValueError, match="fps"):
+        evaltable.method_key(a, _m("cv_adam_a0.9_dmax16_late"), "s", classes)
     camvid = tmp_path / "ck"
     camvid.mkdir()
     (camvid / "x").write_bytes(b"1")

@@ -78,6 +78,13 @@ CAMVID_THRESHOLDS = (0.7, 0.8, 0.9)
 #: Replay settings (R teacher frames kept, B frames per update) of the CamVid-start runs.
 REPLAY = ((16, 4),)
 STRIDES = (8, 16)
+#: Largest stride of the ``*_dmax16`` runs: δ in [8, 16] instead of the paper's [8, 64], so a stream whose
+#: objects come and go between teacher frames (parking_lot1) is not left with δ = 64 after empty frames.
+DMAX_SHORT = 16
+#: YOLOv8n-seg latency on this CPU at 180x320 (ms per teacher call, live mode, idle machine:
+#: results/live/residential_street_traffic_camvid_quiet.summary.json); the ``*_late`` runs apply each
+#: teacher label ceil(latency x fps) frames after its frame.
+TEACHER_LATENCY_MS = 175.5
 #: Teacher cost on this CPU: YOLOv8n-seg int8 end to end (shared/data/README.md), ms per frame.
 MEASURED_TEACHER_MS = 325.0
 #: The paper's optimiser (SGD, momentum 0.9, lr 0.01) and the table's default (Adam, lr 1e-3).
@@ -97,6 +104,9 @@ class Method:
         ``random``.
       optim, lr: the student's optimiser; ``""`` / 0 use the table's ``--optim`` / ``--lr``.
       replay_size, replay_batch: replay of the last R teacher frames, B frames per update (0, 1: the paper).
+      delta_max: the controller's largest stride (0: the table's ``--delta-max``, the paper's 64).
+      teacher_delay_ms: teacher labels arrive this many milliseconds late, i.e. ``ceil(ms * fps / 1000)``
+        frames of the stream (0: at once, the paper).
     """
 
     name: str
@@ -108,6 +118,8 @@ class Method:
     lr: float = 0.0
     replay_size: int = 0
     replay_batch: int = 1
+    delta_max: int = 0
+    teacher_delay_ms: float = 0.0
     label: str = ""
 
     @property
@@ -170,6 +182,57 @@ def methods(pretrain: bool, flow: bool, camvid: bool = False) -> list[Method]:
             for r, b in REPLAY
             for a in CAMVID_THRESHOLDS
         ]
+        a, d = 0.9, DMAX_SHORT
+        out += [
+            Method(
+                f"cv_adam_a{a}_dmax{d}",
+                "online",
+                a_thr=a,
+                start="camvid",
+                optim=adam,
+                lr=lr_adam,
+                delta_max=d,
+                label=f"JITNet {a} (CamVid start, Adam {lr_adam}, δ ≤ {d})",
+            ),
+            Method(
+                f"cv_sgd_a{a}_dmax{d}",
+                "online",
+                a_thr=a,
+                start="camvid",
+                optim=sgd,
+                lr=lr_sgd,
+                delta_max=d,
+                label=f"JITNet {a} (CamVid start, SGD {lr_sgd}, δ ≤ {d})",
+            ),
+        ]
+        out += [
+            Method(
+                f"cv_adam_a{a}_dmax{d}_r{r}b{b}",
+                "online",
+                a_thr=a,
+                start="camvid",
+                optim=adam,
+                lr=lr_adam,
+                delta_max=d,
+                replay_size=r,
+                replay_batch=b,
+                label=f"JITNet {a} (CamVid start, Adam {lr_adam}, δ ≤ {d}, replay R{r}/B{b})",
+            )
+            for r, b in REPLAY
+        ]
+        out.append(
+            Method(
+                f"cv_adam_a{a}_dmax{d}_late",
+                "online",
+                a_thr=a,
+                start="camvid",
+                optim=adam,
+                lr=lr_adam,
+                delta_max=d,
+                teacher_delay_ms=TEACHER_LATENCY_MS,
+                label=f"JITNet {a} (CamVid start, Adam {lr_adam}, δ ≤ {d}, teacher {TEACHER_LATENCY_MS:g} ms late)",
+            )
+        )
     out += [Method(f"fixed_d{d}", "fixed", delta=d, start=start, label=f"fixed stride {d}") for d in STRIDES]
     out.append(Method("no_adapt", "no_adapt", start=start, label=f"no adaptation ({init})"))
     if camvid:
@@ -269,11 +332,18 @@ def student_config(s: Settings, num_classes: int, m: Method | None = None) -> St
     return cfg.validate()
 
 
-def online_config(s: Settings, m: Method, cfg: StudentConfig) -> OnlineConfig:
-    """The online settings of an online or fixed-stride method."""
+def online_config(s: Settings, m: Method, cfg: StudentConfig, fps: float = 0.0) -> OnlineConfig:
+    """The online settings of an online or fixed-stride method on a stream of ``fps`` frames per second
+    (needed only by a method with a teacher delay)."""
     ocfg = dataclasses.replace(s.online, student=cfg, a_thr=m.a_thr)
     if m.replay_size:
         ocfg = dataclasses.replace(ocfg, replay_size=m.replay_size, replay_batch=m.replay_batch)
+    if m.delta_max:
+        ocfg = dataclasses.replace(ocfg, delta_max=m.delta_max)
+    if m.teacher_delay_ms:
+        if not fps > 0:
+            raise ValueError(f"method {m.name}: a teacher delay in ms needs the stream's fps")
+        ocfg = dataclasses.replace(ocfg, teacher_delay=math.ceil(m.teacher_delay_ms * fps / 1000.0 - 1e-9))
     if m.kind == "fixed":
         ocfg = fixed_stride_config(ocfg, m.delta, s.fixed_updates)
     return ocfg.validate()
@@ -424,7 +494,7 @@ def run_method(
 
     common = {"cost": cost, "measured_teacher_ms": s.teacher_ms}
     if m.kind in ("online", "fixed"):
-        ocfg = online_config(s, m, cfg)
+        ocfg = online_config(s, m, cfg, info.fps)
         state = init_online_state(initial_state(s, cfg, weights), ocfg, (s.height, s.width))
         res = run_stream(
             source,
@@ -549,7 +619,9 @@ def prefix_scores(per_frame: dict[str, np.ndarray]) -> dict[str, dict[str, float
     return out
 
 
-def method_key(s: Settings, m: Method, stream: str, class_names: Sequence[str]) -> dict[str, Any]:
+def method_key(
+    s: Settings, m: Method, stream: str, class_names: Sequence[str], fps: float = 0.0
+) -> dict[str, Any]:
     """Everything that determines one (method, stream) result, and nothing else: label hold and flow
     depend on the stream's labels only, so student settings added later do not invalidate them."""
     key: dict[str, Any] = {
@@ -564,10 +636,15 @@ def method_key(s: Settings, m: Method, stream: str, class_names: Sequence[str]) 
             key["flow_cost"] = "process_time"  # the flow cost is CPU time, not wall time
         return key
     cfg = student_config(s, len(class_names), m)
-    fields = {k: v for k, v in dataclasses.asdict(m).items() if k not in ("name", "label")}
+    # Method fields added later are left out at their neutral value, so earlier parts stay valid.
+    fields = {
+        k: v
+        for k, v in dataclasses.asdict(m).items()
+        if k not in ("name", "label") and not (k in ("delta_max", "teacher_delay_ms") and v == 0)
+    }
     key.update(method=fields, student=to_dict(cfg), seed=s.seed)
     if m.kind in ("online", "fixed"):
-        key["online"] = online_key(online_config(s, m, cfg))
+        key["online"] = online_key(online_config(s, m, cfg, fps))
     if m.kind == "fixed":
         key["fixed_updates"] = s.fixed_updates
     if m.kind == "oracle":
@@ -604,7 +681,7 @@ def run_table(s: Settings, streams: Sequence[str], ms: Sequence[Method]) -> dict
         per["teacher_stability"] = cached["stability"]
         starts: dict[str, tuple[Any, Any] | None] = {"random": None}
         for m in ms:
-            key = method_key(s, m, stream, info.class_names)
+            key = method_key(s, m, stream, info.class_names, info.fps)
             path = s.out / "runs" / stream / f"{m.name}.json"
             cached = load_cached(path, key)
             part_lock = None
