@@ -388,8 +388,8 @@ def train_offline(
     *,
     epochs: int,
     key: jax.Array,
-    fg_weight: float = 10.0,
-    bg_weight: float = 1.0,
+    fg_weight: float = OnlineConfig.fg_weight,
+    bg_weight: float = OnlineConfig.bg_weight,
     progress: bool = True,
     desc: str = "offline training",
 ) -> tuple[StudentState, list[float]]:

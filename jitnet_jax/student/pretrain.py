@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jitnet_jax.config import StudentConfig
+from jitnet_jax.config import OnlineConfig, StudentConfig
 from jitnet_jax.data.store_source import StoreSource
 from jitnet_jax.data.types import IGNORE_LABEL
 from jitnet_jax.student.losses import weighted_cross_entropy
@@ -449,8 +449,8 @@ def pretrain(
     progress: bool = True,
     batch_size: int = 1,
     augment: Augment | None = None,
-    fg_weight: float = 10.0,
-    bg_weight: float = 1.0,
+    fg_weight: float = OnlineConfig.fg_weight,
+    bg_weight: float = OnlineConfig.bg_weight,
     state: StudentState | None = None,
     on_epoch: Callable[[int, StudentState], None] | None = None,
 ) -> tuple[StudentState, list[float]]:
