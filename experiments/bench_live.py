@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = live_config(OnlineConfig(student=student), None, 0)
     hw = (info.height, info.width)
     t0 = time.perf_counter()
-    compiled = compile_chunk(cfg, new_state(cfg, jax.random.key(0), hw), *hw)
+    compiled = compile_chunk(cfg, new_state(cfg, jax.random.key(0), hw, True), *hw, keep_executable=True)
     print(f"compile {time.perf_counter() - t0:.1f}s", flush=True)
     times: dict[str, list[float]] = {"overlap": [], "serial": []}
     for r in range(args.repeats):

@@ -21,6 +21,7 @@ from jitnet_jax.data.types import pad_chunk
 from jitnet_jax.online.checkpoint import from_host, to_host
 from jitnet_jax.online.engine import OnlineConfig
 from jitnet_jax.online.live import (
+    LIVE_DEFAULTS,
     audit_mask,
     format_live_summary,
     live_config,
@@ -63,6 +64,23 @@ def test_live_config_uses_delta_min_chunks() -> None:
     assert live_config(CFG, 6, 0).chunk_size == CFG.chunk_size
     with pytest.raises(ValueError, match="audit-every"):
         live_config(CFG, None, -1)
+    # live mode's controller defaults apply only to the fields the user left unset
+    both = live_config(CFG, None, 0, ("a_thr", "u_max"))
+    assert (both.a_thr, both.u_max) == (LIVE_DEFAULTS["a_thr"], LIVE_DEFAULTS["u_max"])
+    assert live_config(CFG, None, 0, ("u_max",)).a_thr == CFG.a_thr
+
+
+def test_live_defaults_yield_to_the_command_line() -> None:
+    from experiments.stream import _user_sets, build_parser
+
+    def unset(*argv: str) -> list[str]:
+        args = build_parser().parse_args(list(argv))
+        return [k for k in LIVE_DEFAULTS if not _user_sets(args, k)]
+
+    assert unset() == ["a_thr", "u_max"]
+    assert unset("--a-thr", "0.8") == ["u_max"]
+    assert unset("--set", "online.u_max=8") == ["a_thr"]
+    assert unset("--config", "run.json") == []
 
 
 @pytest.fixture

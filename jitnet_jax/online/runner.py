@@ -161,7 +161,9 @@ def compile_chunk(
 
     leaves, tree = jax.tree_util.tree_flatten(args)
     abstract = [(tuple(x.shape), str(x.dtype), bool(getattr(x, "weak_type", False))) for x in leaves]
-    key = executable_key("run_chunk", repr(cfg), str(tree), abstract, keep_preds)
+    # The program depends on the student config and the argument shapes (the chunk size, and the replay
+    # buffer / delayed label in the state); the controller's knobs are traced arguments.
+    key = executable_key("run_chunk", repr(cfg.student), str(tree), abstract, keep_preds)
     return load_or_compile("run_chunk", key, lower)[0]
 
 
