@@ -172,8 +172,8 @@ _FLAG_FIELDS = {
 #: The defaults of a stored-label real stream (``--lvs``, ``--store``, ``--video`` without ``--live``), on
 #: top of :class:`RunConfig`: the most accurate online setting of the full-length ``lvs_mini`` table at no
 #: more teacher frames than label hold δ8 (a_thr 0.9, δ in [8, 16]; docs/evaluation.md). A ``--config``
-#: file, the dedicated flags and ``--set`` override it. Live mode keeps the paper's controller (a_thr 0.8,
-#: δ up to 64): there every teacher call costs real time (docs/live.md).
+#: file, the dedicated flags and ``--set`` override it. Live mode has its own defaults
+#: (``jitnet_jax.online.live.LIVE_DEFAULTS``): there every teacher call and update costs real time (docs/live.md).
 REAL_STREAM_PRESET = ("online.a_thr=0.9", "online.delta_max=16")
 #: The start of a real stream when ``--init`` is not given (``--init none``: random init).
 REAL_STREAM_INIT = "camvid"
