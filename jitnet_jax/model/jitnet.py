@@ -20,6 +20,7 @@ count (0.752 M for m=0.5, 23 classes).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -246,6 +247,14 @@ class JITNet(nn.Module):
         return logits.astype(jnp.float32)
 
 
+@functools.lru_cache(maxsize=32)
+def _variable_shapes(cfg: ModelConfig, frame_shape: tuple[int, int]) -> Any:
+    """The abstract ``{"params", "batch_stats"}`` of ``JITNet.init`` (cached: tracing the flax init takes
+    about a second, and loading a pretrained student needs it several times)."""
+    dummy = jax.ShapeDtypeStruct((1, *frame_shape, 3), jnp.uint8)
+    return jax.eval_shape(lambda x: JITNet(cfg).init(jax.random.key(0), x, train=True), dummy)
+
+
 def init_variables(cfg: ModelConfig, rng: jax.Array, frame_shape: tuple[int, int]) -> dict[str, Any]:
     """Initial ``{"params", "batch_stats"}`` for frames of ``frame_shape = (H, W)``.
 
@@ -253,8 +262,7 @@ def init_variables(cfg: ModelConfig, rng: jax.Array, frame_shape: tuple[int, int
     but drawn with a single ``jax.random.truncated_normal`` call over all kernels: ``JITNet.init``
     compiles one RNG op per layer, which takes ~10 s on a 2-core CPU; this takes well under 1 s.
     """
-    dummy = jax.ShapeDtypeStruct((1, *frame_shape, 3), jnp.uint8)
-    shapes = jax.eval_shape(lambda x: JITNet(cfg).init(jax.random.key(0), x, train=True), dummy)
+    shapes = _variable_shapes(cfg, tuple(frame_shape))
 
     def is_kernel(path: tuple[Any, ...]) -> bool:
         return getattr(path[-1], "key", None) == "kernel"

@@ -221,7 +221,7 @@ def load_student_for_classes(
     arch = dataclasses.replace(stored_cfg, num_classes=model_cfg.num_classes)
     check_compatible(arch, model_cfg, str(path))
     s_params, s_stats = load_student(path, dataclasses.replace(model_cfg, num_classes=stored_cfg.num_classes))
-    fresh = init_variables(model_cfg, key, (32, 32))
+    fresh = jax.jit(init_variables, static_argnums=(0, 2))(model_cfg, key, (32, 32))  # one program
     head = _class_axis_leaves(model_cfg)
     mapping = {
         n: (stored_names[i] if (i := match_class(n, stored_names)) is not None else None) for n in class_names
