@@ -1,7 +1,9 @@
 """Shared fixtures: where the real data lives (``JITNET_DATA`` or ``../shared/data``).
 
 The suite uses the persistent compilation cache like every command (``jitnet_jax.compile_cache``:
-``JITNET_COMPILE_CACHE=off`` turns it off, a path moves it), so a second run compiles little."""
+``JITNET_COMPILE_CACHE=off`` turns it off, a path moves it), so a second run compiles little. Within one
+run (CI starts cold) it shares every program between the tests that compile it: the test modules use the
+same small settings wherever the setting does not matter, so their online loops are the same programs."""
 
 from __future__ import annotations
 
@@ -14,9 +16,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from jitnet_jax.compile_cache import enable_compile_cache
+    from jitnet_jax.compile_cache import ENV_VAR, enable_compile_cache
 
-    enable_compile_cache()
+    path = enable_compile_cache()
+    # Subprocesses and in-process CLI runs (which enable the cache again from the environment) use the
+    # same folder: a program compiled by one test is loaded, not compiled, by the others.
+    os.environ[ENV_VAR] = str(path) if path is not None else "off"
 
 
 def data_dir() -> Path | None:

@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = r"""
 import dataclasses, jax, numpy as np
+from jitnet_jax.compile_cache import enable_compile_cache
+enable_compile_cache()  # the suite's cache (JITNET_COMPILE_CACHE, set by tests/conftest.py)
 assert jax.device_count() == 4, jax.devices()
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
 from jitnet_jax.online.engine import OnlineConfig
