@@ -1,8 +1,11 @@
 """End to end: ``python -m experiments.stream --checkpoint-every N`` killed with SIGKILL and resumed with
 ``--resume`` ends exactly like an uninterrupted run; a kill during a save leaves the previous checkpoint.
 
-The CLI runs in a subprocess through a tiny driver that only adds delays (so the test can kill it at a
-known point) and then calls ``experiments.stream.main`` unchanged.
+The runs that are killed run the CLI in a subprocess through a tiny driver that only adds delays (so the
+test can kill it at a known point) and then calls ``experiments.stream.main`` unchanged. The runs that are
+not killed (the uninterrupted reference and every ``--resume``) call ``experiments.stream.main`` in this
+process: the same code, without paying a Python and JAX start-up per run. Every run uses the suite's
+persistent compilation cache (``tests/conftest.py``), so the stream loop is compiled once.
 """
 
 from __future__ import annotations
@@ -84,16 +87,10 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-_CACHE: list[Path] = []  # the module's persistent compilation cache (set by the ``reference`` fixture)
-
-
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = dict(os.environ)  # JITNET_COMPILE_CACHE: the suite's cache (tests/conftest.py), shared
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("JAX_PLATFORMS", "cpu")
-    if _CACHE:  # the first run compiles, the others load the same executables: same results, less time
-        env["JAX_COMPILATION_CACHE_DIR"] = env["JITNET_COMPILE_CACHE"] = str(_CACHE[0])
-        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     return env
 
 
@@ -109,10 +106,13 @@ def _start(out: Path, mode: str, marker: Path, extra: list[str] = ()) -> subproc
     )
 
 
-def _run(out: Path, extra: list[str] = (), timeout: float = 600) -> subprocess.CompletedProcess:
-    p = _start(out, "none", out.with_suffix(".marker"), extra)
-    stdout, stderr = p.communicate(timeout=timeout)
-    return subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
+def _run(out: Path, capsys, extra: list[str] = ()) -> tuple[int, str]:
+    """``python -m experiments.stream`` run to its end, in this process: (exit code, stderr)."""
+    from experiments.stream import main
+
+    capsys.readouterr()
+    rc = main(["--out", str(out), *FLAGS, *extra])
+    return rc, capsys.readouterr().err
 
 
 def _wait_for(cond, proc: subprocess.Popen, timeout: float = 600) -> None:
@@ -175,27 +175,27 @@ def _assert_same_run(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    _CACHE[:] = [tmp_path_factory.getbasetemp() / "jax_cache"]
+    from experiments.stream import main
+
     out = tmp_path_factory.mktemp("resume") / "uninterrupted"
-    r = _run(out)
-    assert r.returncode == 0, r.stderr
+    assert main(["--out", str(out), *FLAGS]) == 0
     return out
 
 
-def test_sigkill_then_resume_matches_uninterrupted(reference, tmp_path):
+def test_sigkill_then_resume_matches_uninterrupted(reference, tmp_path, capsys):
     out, marker = tmp_path / "killed", tmp_path / "saves.txt"
     proc = _start(out, "slow", marker)
     # Kill right after the second periodic checkpoint (cursor 8), while later chunks are pending.
     _wait_for(lambda: marker.exists() and len(marker.read_text().split()) >= 2, proc)
     _kill(proc)
     assert not (out / "summary.json").exists()
-    r = _run(out, ["--resume"])
-    assert r.returncode == 0, r.stderr
-    assert "resumed at frame" in r.stderr
+    rc, err = _run(out, capsys, ["--resume"])
+    assert rc == 0, err
+    assert "resumed at frame" in err
     _assert_same_run(reference, out)
 
 
-def test_kill_during_save_keeps_previous_checkpoint(reference, tmp_path):
+def test_kill_during_save_keeps_previous_checkpoint(reference, tmp_path, capsys):
     from jitnet_jax.online.checkpoint import StreamCheckpointer
 
     out, marker = tmp_path / "killed_in_save", tmp_path / "saving"
@@ -206,13 +206,13 @@ def test_kill_during_save_keeps_previous_checkpoint(reference, tmp_path):
     assert any(".orbax-checkpoint-tmp" in p.name for p in ckdir.iterdir())  # the partial save
     probe = StreamCheckpointer(ckdir, {}, every_frames=0)
     assert probe.steps() == [4]  # only the first, complete checkpoint counts
-    r = _run(out, ["--resume"])
-    assert r.returncode == 0, r.stderr
-    assert "resumed at frame 4" in r.stderr
+    rc, err = _run(out, capsys, ["--resume"])
+    assert rc == 0, err
+    assert "resumed at frame 4" in err
     _assert_same_run(reference, out)
 
 
-def test_kill_after_the_last_checkpoint_writes_the_outputs(reference, tmp_path):
+def test_kill_after_the_last_checkpoint_writes_the_outputs(reference, tmp_path, capsys):
     """Killed after the final checkpoint but before ``summary.json``: ``--resume`` recomputes nothing and
     writes the same outputs. (A changed setting is refused: tests/test_faults.py, in-process.)"""
     import shutil
@@ -221,13 +221,13 @@ def test_kill_after_the_last_checkpoint_writes_the_outputs(reference, tmp_path):
     shutil.copytree(reference, out)
     for name in ("summary.json", "per_frame.csv"):
         (out / name).unlink()
-    r = _run(out, ["--resume"])
-    assert r.returncode == 0, r.stderr
-    assert "all frames were already processed" in r.stderr, r.stderr
+    rc, err = _run(out, capsys, ["--resume"])
+    assert rc == 0, err
+    assert "all frames were already processed" in err, err
     _assert_same_run(reference, out)
 
 
-def test_resume_of_a_finished_run_changes_nothing(reference, tmp_path):
+def test_resume_of_a_finished_run_changes_nothing(reference, tmp_path, capsys):
     import shutil
 
     out = tmp_path / "done"
@@ -237,10 +237,10 @@ def test_resume_of_a_finished_run_changes_nothing(reference, tmp_path):
         for p in out.rglob("*")
         if p.is_file() and p.name != ".lock"
     }
-    r = _run(out, ["--resume"])
-    assert r.returncode == 0 and "already complete" in r.stderr, r.stderr
-    r = _run(out, ["--resume", "--seed", "3"])  # a changed setting is still refused
-    assert r.returncode == 2 and "seed was 0, now 3" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    rc, err = _run(out, capsys, ["--resume"])
+    assert rc == 0 and "already complete" in err, err
+    rc, err = _run(out, capsys, ["--resume", "--seed", "3"])  # a changed setting is still refused
+    assert rc == 2 and "seed was 0, now 3" in err and err.count("\n") == 1, err
     after = {
         str(p.relative_to(out)): (p.stat().st_mtime_ns, p.stat().st_size)
         for p in out.rglob("*")
