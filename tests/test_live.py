@@ -32,7 +32,9 @@ from jitnet_jax.online.live import (
 from jitnet_jax.online.runner import compile_chunk, new_state, run_stream
 from teacher.live import LiveLabelStore, LiveStoreHeader, StoringTeacher, store_labeller
 
-N, H, W = 72, 32, 48
+N, H, W = 72, 24, 32
+#: The online settings of ``experiments.stream``'s defaults at the size and chunk of tests/test_resume.py, so
+#: the compiled loop is the same program there and here (compiled once per suite run, then cached).
 CFG = OnlineConfig(
     student=StudentConfig(model=ModelConfig(num_classes=4), optim=OptimConfig(name="adam", lr=1e-3)),
     a_thr=0.6,

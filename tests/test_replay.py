@@ -149,11 +149,12 @@ def test_batch_loss_is_the_mean_of_per_frame_losses_with_batchnorm_per_frame() -
     c = next(iter(src.chunks(3)))
     y = c.labels.astype(np.int32)
     wt = np.where(c.weights > 0, 1.0, 0.0).astype(np.float32)
-    one = jax.jit(lambda *a: loss_and_grads(cfg, s, *a))
-    single = [one(c.frames[i], y[i], wt[i]) for i in range(2)]
-    g, stats, aux = jax.jit(lambda *a: loss_and_grads_batch(cfg, s, *a))(
-        c.frames, y, wt, jnp.array([True, True, False])
-    )
+    # Jitted exactly as run_reference jits them (same lambdas, argument names and shapes): the reference
+    # test below loads these two programs from the compilation cache instead of compiling them again.
+    lg = jax.jit(lambda s, f, y, w: loss_and_grads(cfg, s, f, y, w))
+    lgb = jax.jit(lambda s, f, y, w, m: loss_and_grads_batch(cfg, s, f, y, w, m))
+    single = [lg(s, c.frames[i], y[i], wt[i]) for i in range(2)]
+    g, stats, aux = lgb(s, c.frames, y, wt, jnp.array([True, True, False]))
     mean = jax.tree_util.tree_map(lambda a, b: (a + b) / 2, single[0][0], single[1][0])
     for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(mean)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6)

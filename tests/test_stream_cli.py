@@ -10,7 +10,10 @@ import pytest
 
 from experiments import stream
 
-TINY = ["--height", "48", "--width", "64", "--chunk-size", "20", "--no-progress"]
+#: The size and chunk of tests/test_resume.py and tests/test_live.py: a run without video compiles the same
+#: program as theirs (compiled once per suite run, then loaded from the persistent cache).
+H, W = 24, 32
+TINY = ["--height", str(H), "--width", str(W), "--chunk-size", "4", "--no-progress"]
 
 
 @pytest.mark.parametrize(
@@ -55,12 +58,12 @@ def test_synthetic_run_writes_all_outputs(tmp_path, capsys) -> None:
         assert key in summary
     assert summary["frames"] == 40 and summary["teacher_frames"] >= 40 // 8
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["online"]["chunk_size"] == 20 and cfg["height"] == 48
+    assert cfg["online"]["chunk_size"] == 4 and cfg["height"] == H
     rows = list(csv.DictReader((out / "per_frame.csv").open()))
     assert len(rows) == 40 and rows[0]["teacher"] == "1"
     assert (out / "timeline.png").stat().st_size > 1000
     frames = list(iio.imiter(out / "video.mp4"))
-    assert len(frames) == 40 and frames[0].shape[1] == 3 * 64
+    assert len(frames) == 40 and frames[0].shape[1] == 3 * W
     # a finished run is never overwritten
     assert stream.main(["--frames", "40", *TINY, "--out", str(out)]) == 2
 
@@ -87,3 +90,7 @@ def test_real_lvs_stream_runs(shared_data, tmp_path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stream"] == "bikes1" and summary["frames"] == 40
     assert list(summary["class_iou"])[0] == "background" and len(summary["class_iou"]) == 4
+    # a real stream starts from the shipped CamVid student with the table's best controller setting
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["online"]["a_thr"], cfg["online"]["delta_max"]) == (0.9, 16)
+    assert "init" in cfg["fingerprint"]
