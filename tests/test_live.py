@@ -336,10 +336,10 @@ class _NoFrames:
         return iter(())
 
 
-def test_a_stream_without_frames_is_a_one_line_error(tmp_path) -> None:
+def test_a_stream_without_frames_is_a_one_line_error(world, tmp_path) -> None:
     teacher = StoringTeacher(LiveLabelStore(tmp_path, _live_header()), lambda i, f: None)
-    with pytest.raises(DataError, match="no frames"):
-        run_live(_NoFrames(), teacher, CFG, jax.random.key(0), progress=False)
+    with pytest.raises(DataError, match="no frames"):  # the module's executable: nothing to compile
+        run_live(_NoFrames(), teacher, CFG, jax.random.key(0), progress=False, compiled=world[3])
 
 
 def test_cli_bad_inputs_are_one_line_errors(tmp_path, capsys, shared_data) -> None:
