@@ -128,6 +128,40 @@ class Method:
         return self.kind in ("online", "fixed", "no_adapt", "oracle")
 
 
+def _camvid_online(
+    a_thr: float,
+    optim: tuple[str, float],
+    *,
+    delta_max: int = 0,
+    replay: tuple[int, int] | None = None,
+    late_ms: float = 0.0,
+) -> Method:
+    """An online column from the CamVid start, named and labelled from its settings, e.g.
+    ``cv_adam_a0.9_dmax16_r16b4`` = "JITNet 0.9 (CamVid start, Adam 0.001, δ ≤ 16, replay R16/B4)"."""
+    name, lr = optim
+    suffix, notes = "", [f"{'SGD' if name == 'sgd' else 'Adam'} {lr}"]
+    if delta_max:
+        suffix, notes = suffix + f"_dmax{delta_max}", [*notes, f"δ ≤ {delta_max}"]
+    r, b = replay or (0, 1)
+    if r:
+        suffix, notes = suffix + f"_r{r}b{b}", [*notes, f"replay R{r}/B{b}"]
+    if late_ms:
+        suffix, notes = suffix + "_late", [*notes, f"teacher {late_ms:g} ms late"]
+    return Method(
+        f"cv_{name}_a{a_thr}{suffix}",
+        "online",
+        a_thr=a_thr,
+        start="camvid",
+        optim=name,
+        lr=lr,
+        delta_max=delta_max,
+        replay_size=r,
+        replay_batch=b,
+        teacher_delay_ms=late_ms,
+        label=f"JITNet {a_thr} (CamVid start, {', '.join(notes)})",
+    )
+
+
 def methods(pretrain: bool, flow: bool, camvid: bool = False) -> list[Method]:
     """The table's columns in order (``camvid``: add the runs from the CamVid-pretrained start)."""
     start = "loo" if pretrain else "random"
@@ -141,98 +175,14 @@ def methods(pretrain: bool, flow: bool, camvid: bool = False) -> list[Method]:
             Method("online_a0.8_random", "online", a_thr=0.8, start="random", label="JITNet 0.8 (random)")
         )
     if camvid:
-        sgd, lr_sgd = PAPER_SGD
-        adam, lr_adam = ADAM
-        out += [
-            Method(
-                f"cv_sgd_a{a}",
-                "online",
-                a_thr=a,
-                start="camvid",
-                optim=sgd,
-                lr=lr_sgd,
-                label=f"JITNet {a} (CamVid start, SGD {lr_sgd})",
-            )
-            for a in CAMVID_THRESHOLDS
-        ]
-        out += [
-            Method(
-                f"cv_adam_a{a}",
-                "online",
-                a_thr=a,
-                start="camvid",
-                optim=adam,
-                lr=lr_adam,
-                label=f"JITNet {a} (CamVid start, Adam {lr_adam})",
-            )
-            for a in CAMVID_THRESHOLDS
-        ]
-        out += [
-            Method(
-                f"cv_adam_a{a}_r{r}b{b}",
-                "online",
-                a_thr=a,
-                start="camvid",
-                optim=adam,
-                lr=lr_adam,
-                replay_size=r,
-                replay_batch=b,
-                label=f"JITNet {a} (CamVid start, Adam {lr_adam}, replay R{r}/B{b})",
-            )
-            for r, b in REPLAY
-            for a in CAMVID_THRESHOLDS
-        ]
+        sgd, adam = PAPER_SGD, ADAM
+        out += [_camvid_online(a, sgd) for a in CAMVID_THRESHOLDS]
+        out += [_camvid_online(a, adam) for a in CAMVID_THRESHOLDS]
+        out += [_camvid_online(a, adam, replay=rb) for rb in REPLAY for a in CAMVID_THRESHOLDS]
         a, d = 0.9, DMAX_SHORT
-        out += [
-            Method(
-                f"cv_adam_a{a}_dmax{d}",
-                "online",
-                a_thr=a,
-                start="camvid",
-                optim=adam,
-                lr=lr_adam,
-                delta_max=d,
-                label=f"JITNet {a} (CamVid start, Adam {lr_adam}, δ ≤ {d})",
-            ),
-            Method(
-                f"cv_sgd_a{a}_dmax{d}",
-                "online",
-                a_thr=a,
-                start="camvid",
-                optim=sgd,
-                lr=lr_sgd,
-                delta_max=d,
-                label=f"JITNet {a} (CamVid start, SGD {lr_sgd}, δ ≤ {d})",
-            ),
-        ]
-        out += [
-            Method(
-                f"cv_adam_a{a}_dmax{d}_r{r}b{b}",
-                "online",
-                a_thr=a,
-                start="camvid",
-                optim=adam,
-                lr=lr_adam,
-                delta_max=d,
-                replay_size=r,
-                replay_batch=b,
-                label=f"JITNet {a} (CamVid start, Adam {lr_adam}, δ ≤ {d}, replay R{r}/B{b})",
-            )
-            for r, b in REPLAY
-        ]
-        out.append(
-            Method(
-                f"cv_adam_a{a}_dmax{d}_late",
-                "online",
-                a_thr=a,
-                start="camvid",
-                optim=adam,
-                lr=lr_adam,
-                delta_max=d,
-                teacher_delay_ms=TEACHER_LATENCY_MS,
-                label=f"JITNet {a} (CamVid start, Adam {lr_adam}, δ ≤ {d}, teacher {TEACHER_LATENCY_MS:g} ms late)",
-            )
-        )
+        out += [_camvid_online(a, adam, delta_max=d), _camvid_online(a, sgd, delta_max=d)]
+        out += [_camvid_online(a, adam, delta_max=d, replay=rb) for rb in REPLAY]
+        out.append(_camvid_online(a, adam, delta_max=d, late_ms=TEACHER_LATENCY_MS))
     out += [Method(f"fixed_d{d}", "fixed", delta=d, start=start, label=f"fixed stride {d}") for d in STRIDES]
     out.append(Method("no_adapt", "no_adapt", start=start, label=f"no adaptation ({init})"))
     if camvid:
