@@ -183,11 +183,15 @@ REAL_STREAM_INIT = "camvid"
 _RECORD_KEYS = ("stream", "class_names", "fingerprint")
 
 
+def _real_stream(args: argparse.Namespace) -> bool:
+    """True when the run reads a real stream (``--lvs``, ``--store`` or ``--video``), not the synthetic one."""
+    return bool(getattr(args, "lvs", None) or getattr(args, "store", None) or getattr(args, "video", None))
+
+
 def make_config(args: argparse.Namespace) -> RunConfig:
     """Defaults <- ``--config`` file <- dedicated flags <- ``--set`` overrides; then validated."""
     cfg = RunConfig()
-    real = bool(getattr(args, "lvs", None) or getattr(args, "store", None) or getattr(args, "video", None))
-    if real and not getattr(args, "live", False):
+    if _real_stream(args) and not getattr(args, "live", False):
         cfg = override(cfg, list(REAL_STREAM_PRESET))
     if args.config:
         try:
@@ -314,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     enable_compile_cache(args.compile_cache)
     args.started = time.perf_counter()  # live mode reports the run's end-to-end wall time from here
-    if args.init is None and (args.lvs or args.store or args.video):
+    if args.init is None and _real_stream(args):
         args.init = REAL_STREAM_INIT
     elif args.init == "none":
         args.init = None
