@@ -87,7 +87,13 @@ def add_config_flags(run: Any) -> None:
         "--replay", type=int, metavar="R", help="replay the last R teacher frames (0: the paper)"
     )
     run.add_argument("--replay-batch", type=int, metavar="B", help="frames per update with --replay (2..R+1)")
-    run.add_argument("--teacher-delay", type=int, metavar="D", help="teacher labels arrive D frames late")
+    run.add_argument(
+        "--teacher-delay",
+        type=_delay_arg,
+        metavar="D|auto",
+        help="teacher labels arrive D frames late; with --live, 'auto' measures the teacher's latency on "
+        "this machine and converts it with the video's frame rate",
+    )
     run.add_argument("--seed", type=int)
     run.add_argument(
         "--set",
@@ -148,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _delay_arg(text: str) -> int | str:
+    """``--teacher-delay``: a number of frames, or ``auto`` (measured, live mode)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of frames or 'auto', got {text!r}") from None
+
+
 _FLAG_FIELDS = {
     "frames": "frames",
     "height": "height",
@@ -206,7 +222,7 @@ def make_config(args: argparse.Namespace) -> RunConfig:
     sets = [
         f"{path}={getattr(args, flag)}"
         for flag, path in _FLAG_FIELDS.items()
-        if getattr(args, flag, None) is not None
+        if getattr(args, flag, None) not in (None, "auto")  # auto: measured when the live run starts
     ]
     cfg = override(cfg, sets + list(args.set))
     return cfg.validate()
@@ -323,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.init == "none":
         args.init = None
     try:
+        if args.teacher_delay == "auto" and not args.live:
+            raise ValueError("--teacher-delay auto needs --live (on stored labels give D frames)")
         cfg = make_config(args)
         if args.live:
             from jitnet_jax.online.live import LIVE_DEFAULTS, live_config
@@ -404,12 +422,35 @@ def _recorded_fingerprint(out: Path) -> dict[str, Any]:
     return fp if isinstance(fp, dict) else {}
 
 
+def _measured_delay(cfg: RunConfig, source: Any, out: Path) -> RunConfig:
+    """``cfg`` with the teacher delay of ``--teacher-delay auto``: the teacher's latency measured on this
+    machine (``LiveSource.measure_latency``, kept in ``out/teacher_latency.json`` so that a resumed run uses
+    the same figure) in frames of the video (``latency_frames``)."""
+    from jitnet_jax.config import latency_frames
+
+    fps = source.info.fps
+    if not fps or fps <= 0:
+        raise ValueError(f"--teacher-delay auto: stream {source.info.name} has no frame rate")
+    ms = source.measure_latency(out / "labels", out / "teacher_latency.json")
+    d = latency_frames(ms, fps)
+    print(f"teacher latency {ms:.1f} ms at {fps:g} fps: each label arrives {d} frames late", file=sys.stderr)
+    online = dataclasses.replace(cfg.online, teacher_delay=d).validate()
+    if d >= online.delta_min:
+        raise ValueError(
+            f"--teacher-delay auto: the teacher is {d} frames late ({ms:.0f} ms at {fps:g} fps); live mode "
+            f"needs delta_min > {d} (--delta-min)"
+        )
+    return dataclasses.replace(cfg, online=online)
+
+
 def _run_locked(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, out: Path) -> int:
     from jitnet_jax.eval.flops import student_flops
     from jitnet_jax.online.checkpoint import check_fingerprint
     from jitnet_jax.online.runner import new_state
 
     info = source.info
+    if args.live and args.teacher_delay == "auto":
+        cfg = _measured_delay(cfg, source, out)
     fingerprint = run_fingerprint(cfg, source, args.init)
     finished = (out / "summary.json").exists()
     steps = _checkpoint_steps(out / "checkpoints")
@@ -575,6 +616,11 @@ def _finish_live(
     total_s = time.perf_counter() - args.started - result.audit_wall_s  # end to end, audit taken out
     summary.update(live_summary(result, args.audit_every, info.class_names, total_s))
     summary["stream"] = info.name
+    summary["teacher_delay_frames"] = cfg.online.teacher_delay
+    if (out / "teacher_latency.json").exists():  # --teacher-delay auto
+        summary["teacher_latency_ms"] = json.loads((out / "teacher_latency.json").read_text())[
+            "teacher_latency_ms"
+        ]
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     print(format_live_summary(summary))
     print(f"\noutputs in {out}/")

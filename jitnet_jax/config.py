@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -199,6 +200,15 @@ class OnlineConfig:
                 f"replay_size={self.replay_size} needs replay_batch >= 2 (the current frame plus B-1 replayed)"
             )
         return self
+
+
+def latency_frames(latency_ms: float, fps: float) -> int:
+    """A teacher latency as a :attr:`OnlineConfig.teacher_delay`: the frames of a ``fps`` stream that pass
+    while the teacher works, ``ceil(latency_ms * fps / 1000)`` (a label that takes any time arrives at
+    least one frame late; 0 ms is 0 frames)."""
+    if latency_ms < 0 or fps <= 0:
+        raise ValueError(f"need latency >= 0 ms and fps > 0, got {latency_ms} ms at {fps} fps")
+    return math.ceil(latency_ms * fps / 1000.0 - 1e-9)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -366,3 +366,56 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path, capsys, shared_data) -> No
         rc = main([*argv, "--live", "--out", str(tmp_path / "run"), "--no-progress"])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) >= 1 and err[-1].startswith("error: ") and msg in err[-1], (argv, err)
+
+
+# ---- a teacher slower than the stream --------------------------------------------------------------
+
+#: The module's settings with each label arriving 2 frames late (one more compiled program, shared by the
+#: store-backed and the live run).
+DELAYED = dataclasses.replace(CFG, teacher_delay=2)
+
+
+def test_live_run_with_a_late_teacher_matches_store_backed_run(world, tmp_path) -> None:
+    """With labels arriving d frames late, a live run takes the store-backed run's decisions and ends with
+    its parameters; the teacher runs on the teacher frames only, and the host syncs once per teacher
+    frame (at the frame where the label arrives)."""
+    stream, store_dir, _, _ = world
+    compiled = compile_chunk(DELAYED, new_state(DELAYED, jax.random.key(0), (H, W)), H, W)
+    stored = run_stream(
+        _StoreBacked(stream, store_dir), DELAYED, jax.random.key(0), progress=False, compiled=compiled
+    )
+    labeller = _Counting(store_labeller(store_dir))
+    teacher = StoringTeacher(LiveLabelStore(tmp_path / "labels", _live_header()), labeller)
+    live = run_live(_Frames(stream), teacher, DELAYED, jax.random.key(0), progress=False, compiled=compiled)
+    _assert_same_run(live, stored)
+    pf = stored.per_frame
+    teacher_frames = np.flatnonzero(pf["teacher"])
+    assert labeller.calls == teacher_frames.tolist() and len(teacher_frames) >= 3
+    trained = np.flatnonzero(pf["updates"] > 0)
+    assert set(trained.tolist()) <= set((teacher_frames + 2).tolist())  # trained d frames later
+    assert len(teacher_frames) <= live.syncs <= len(teacher_frames) + 1
+    with pytest.raises(ValueError, match="delta_min > 4"):
+        run_live(_Frames(stream), teacher, dataclasses.replace(CFG, teacher_delay=4), jax.random.key(0))
+
+
+def test_measured_latency_labels_frame_zero_once_and_is_kept(world, tmp_path) -> None:
+    """``--teacher-delay auto``: frame 0 is labelled through the store and timed once more; the figure is
+    kept beside the run and read back (a resumed run neither measures again nor relabels)."""
+    from jitnet_jax.config import latency_frames
+    from teacher.live import LiveSource
+
+    stream, store_dir, _, _ = world
+    labeller = _Counting(store_labeller(store_dir))
+    source = LiveSource(_Frames(stream), _live_header(), labeller)
+    ms = source.measure_latency(tmp_path / "labels", tmp_path / "latency.json")
+    assert ms >= 0 and labeller.calls == [0, 0]  # stored, then timed warm
+    assert LiveLabelStore(tmp_path / "labels", _live_header()).indices() == [0]
+    assert source.measure_latency(tmp_path / "labels", tmp_path / "latency.json") == ms
+    assert labeller.calls == [0, 0]
+    teacher = source.open_teacher(tmp_path / "labels")
+    assert not teacher(0, None, "train").ran  # the run reuses frame 0's label
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(DataError, match="bad.json"):
+        source.measure_latency(tmp_path / "labels", tmp_path / "bad.json")
+    assert latency_frames(175.5, 24.0) == 5 and latency_frames(175.5, 25.0) == 5
+    assert latency_frames(175.5, 12.5) == 3 and latency_frames(40.0, 25.0) == 1 and latency_frames(0, 25) == 0

@@ -27,6 +27,7 @@ TINY = ["--height", str(H), "--width", str(W), "--chunk-size", "4", "--no-progre
         (["--set", "online.student.model.width_multiplier=-1"], "width_multiplier"),
         (["--set", "online.nope=1"], "unknown config field"),
         (["--stream", "residential_street1"], "--lvs"),
+        (["--teacher-delay", "auto"], "needs --live"),
     ],
 )
 def test_bad_flags_rejected_before_work(flags, needle, tmp_path, capsys) -> None:

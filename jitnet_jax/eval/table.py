@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jitnet_jax.config import StudentConfig, to_dict
+from jitnet_jax.config import StudentConfig, latency_frames, to_dict
 from jitnet_jax.data.label_store import atomic_write_bytes
 from jitnet_jax.data.store_source import StoreSource
 from jitnet_jax.eval.baselines import (
@@ -293,7 +293,7 @@ def online_config(s: Settings, m: Method, cfg: StudentConfig, fps: float = 0.0) 
     if m.teacher_delay_ms:
         if not fps > 0:
             raise ValueError(f"method {m.name}: a teacher delay in ms needs the stream's fps")
-        ocfg = dataclasses.replace(ocfg, teacher_delay=math.ceil(m.teacher_delay_ms * fps / 1000.0 - 1e-9))
+        ocfg = dataclasses.replace(ocfg, teacher_delay=latency_frames(m.teacher_delay_ms, fps))
     if m.kind == "fixed":
         ocfg = fixed_stride_config(ocfg, m.delta, s.fixed_updates)
     return ocfg.validate()

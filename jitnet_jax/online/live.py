@@ -11,6 +11,13 @@ engine's compiled ``run_chunk`` with the same static shapes (padding frames have
 nothing recompiles; frames without a teacher label carry ``IGNORE_LABEL`` (they are predicted, never
 trained on, and score nothing).
 
+A teacher that is slower than the stream (``cfg.teacher_delay = d``, e.g. its latency measured on the
+first frame and converted with the video's frame rate, ``experiments.stream --teacher-delay auto``): the
+teacher still labels frame ``t`` when the host reaches it, but the engine applies the label ``d`` frames
+later (``engine.PendingLabel``), as a background teacher would in a deployment; the segment then runs on
+to the arrival frame ``t + d``, and the sync there reads the next teacher frame (still one per teacher
+frame). Live mode needs ``d < delta_min``, so that the next teacher frame comes after the arrival.
+
 Scoring: with ``audit_every=K`` the teacher also labels every K-th frame for scoring only. Before such a
 call the host waits for the device (so the audit neither overlaps nor slows the student) and the call's
 time is reported apart from the run's. Without an audit the only scored frames are the teacher frames
@@ -196,6 +203,12 @@ def run_live(
         )
     if audit_every < 0:
         raise ValueError(f"audit_every must be >= 0, got {audit_every}")
+    delay = cfg.teacher_delay
+    if delay >= cfg.delta_min:
+        raise ValueError(
+            f"a teacher {delay} frames late needs delta_min > {delay} in live mode (the next teacher frame "
+            f"must come after the label arrives), got delta_min={cfg.delta_min}"
+        )
     limit = max_frames if max_frames is not None else None
     if state is None:
         if key is None:
@@ -279,7 +292,9 @@ def run_live(
     t_loop = time.perf_counter()
     try:
         while not exhausted and cursor < stream_end:
-            for a, b in plan_segment(cursor, next_t, int(stream_end), t_chunk):
+            # With a teacher ``delay`` frames late the segment runs on to the frame where the label arrives
+            # (the update happens there; the next teacher frame, after it, is known at the sync).
+            for a, b in plan_segment(cursor, next_t + delay, int(stream_end), t_chunk):
                 got = take(b - a)
                 n = len(got)
                 if n == 0:
@@ -441,6 +456,9 @@ def format_live_summary(summary: dict[str, Any]) -> str:
             f"{'audit (not counted)':<22}{t['audit_s']:>7.1f}s  ({t['audit_calls']} teacher calls, "
             f"{t.get('audited_frames', 0)} audited frames)"
         )
+    if t.get("teacher_delay_frames"):
+        measured = f", measured {t['teacher_latency_ms']:.0f} ms" if "teacher_latency_ms" in t else ""
+        lines.append(f"{'labels arrive late':<22}{t['teacher_delay_frames']:>8d}  frames{measured}")
     lines.append(f"{'host syncs':<22}{t['syncs']:>8d}")
     return "\n".join(lines)
 
