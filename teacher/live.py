@@ -254,11 +254,14 @@ class LiveSource:
         """The teacher with its labels kept in ``store_dir`` (created, or reused when resuming)."""
         return StoringTeacher(LiveLabelStore(store_dir, self.header), self.labeller)
 
-    def measure_latency(self, store_dir: str | os.PathLike, record: str | os.PathLike) -> float:
+    def measure_latency(
+        self, store_dir: str | os.PathLike, record: str | os.PathLike, calls: int = 3
+    ) -> float:
         """The teacher's latency on this machine, in ms: frame 0 (the first teacher frame of every run) is
-        labelled through the store (the run then reuses that label), then labelled once more and timed, so
-        the figure is a warm call, not the interpreter's first. Kept in ``record`` (JSON, written
-        atomically) and read back from there when it exists, so a resumed run uses the same figure."""
+        labelled through the store (the run then reuses that label), then labelled ``calls`` times more
+        and timed: the figure is the median of warm calls, not the interpreter's first. Kept in ``record``
+        (JSON, written atomically) and read back from there when it exists, so a resumed run uses the same
+        figure."""
         record = Path(record)
         if record.exists():
             try:
@@ -270,10 +273,13 @@ class LiveSource:
         except StopIteration:
             raise DataError(f"stream {self.info.name}: no frames") from None
         self.open_teacher(store_dir)(0, big, TRAIN)
-        t0 = time.perf_counter()
-        self.labeller(0, big)
-        ms = (time.perf_counter() - t0) * 1000.0
-        body = {"teacher_latency_ms": ms, "teacher": self.header.teacher, "measured_on_frame": 0}
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            self.labeller(0, big)
+            times.append((time.perf_counter() - t0) * 1000.0)
+        ms = float(np.median(times))
+        body = {"teacher_latency_ms": ms, "calls_ms": times, "teacher": self.header.teacher, "frame": 0}
         atomic_write_bytes(record, json.dumps(body, indent=2).encode())
         return ms
 
