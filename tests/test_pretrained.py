@@ -174,8 +174,10 @@ def test_shipped_camvid_student_accuracy(shared_data, tmp_path_factory):
     iou = dict(zip(TRAFFIC, scores["class_iou"]))
     assert scores["miou"] >= SHIPPED_MIN_MIOU, iou
     assert iou["car_bus_truck"] >= SHIPPED_MIN_CAR, iou
+    assert iou["person"] >= SHIPPED_MIN_PERSON, iou
 
 
 #: Bounds for the shipped student on the 12 test frames above (measured minus a margin; see the docs).
-SHIPPED_MIN_MIOU = 0.10  # measured 0.122 (person 0.000, car 0.365, bicycle 0.000)
-SHIPPED_MIN_CAR = 0.30
+SHIPPED_MIN_MIOU = 0.24  # measured 0.283 (person 0.119, car 0.536, bicycle 0.193)
+SHIPPED_MIN_CAR = 0.45
+SHIPPED_MIN_PERSON = 0.08
