@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jitnet_jax.model.conv import conv2d, same_padding
+from jitnet_jax.model.conv import KERNEL_GRAD_CONV_MIN_CO, conv2d, same_padding
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -28,10 +28,30 @@ DN = ("NHWC", "HWIO", "NHWC")
     ],
 )
 def test_forward_and_gradients_match_xla(shape, kernel, stride, padding, depthwise) -> None:
+    _check_against_xla(shape, kernel, stride, padding, depthwise, 7 if shape[-1] != 7 else shape[-1])
+
+
+@pytest.mark.parametrize(
+    "shape,kernel,stride,padding",
+    [
+        ((2, 9, 13, 5), (3, 3), 1, ((1, 1), (1, 1))),
+        ((1, 10, 7, 4), (3, 3), 2, ((1, 1), (1, 1))),
+        ((1, 11, 10, 3), (3, 3), 2, "same"),  # odd size: the last input row and column are unused
+        ((1, 12, 9, 2), (3, 3), 2, "same"),
+        ((1, 11, 8, 3), (1, 3), 1, ((0, 0), (1, 1))),
+        ((1, 8, 8, 3), (3, 1), 1, ((1, 1), (0, 0))),
+    ],
+)
+def test_kernel_gradient_as_one_convolution_matches_xla(shape, kernel, stride, padding) -> None:
+    """From KERNEL_GRAD_CONV_MIN_CO output channels the dense kernel gradient is one convolution."""
+    _check_against_xla(shape, kernel, stride, padding, False, KERNEL_GRAD_CONV_MIN_CO)
+
+
+def _check_against_xla(shape, kernel, stride, padding, depthwise, co) -> None:
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
     ci = shape[-1]
-    kshape = (*kernel, 1, ci) if depthwise else (*kernel, ci, 7 if ci != 7 else ci)
+    kshape = (*kernel, 1, ci) if depthwise else (*kernel, ci, co)
     k = jnp.asarray(rng.normal(size=kshape), jnp.float32)
     if padding == "same":
         padding = same_padding(shape[1:3], kernel, stride)

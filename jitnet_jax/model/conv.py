@@ -82,20 +82,60 @@ def _input_grad(
     (pt, _), (pl, _) = padding
     pads = []
     for n, k, p, o in ((size[0], kh, pt, ho), (size[1], kw, pl, wo)):
-        pads.append((k - 1 - p, n + p - 1 - (o - 1) * stride, stride - 1))
-    dyd = jax.lax.pad(dy, jnp.zeros((), dy.dtype), ((0, 0, 0), pads[0], pads[1], (0, 0, 0)))
+        pads.append((k - 1 - p, n + p - 1 - (o - 1) * stride))
     flipped = jnp.flip(kernel, (0, 1))
     if groups == 1:  # dense: swap in/out channels (depthwise: [kh, kw, 1, C] as is)
         flipped = flipped.transpose(0, 1, 3, 2)
+    if stride == 1:  # no interior zeros: the convolution pads (no separate padded copy of dy)
+        return _forward(dy, flipped, 1, (pads[0], pads[1]))
+    dyd = jax.lax.pad(
+        dy, jnp.zeros((), dy.dtype), ((0, 0, 0), (*pads[0], stride - 1), (*pads[1], stride - 1), (0, 0, 0))
+    )
     return _forward(dyd, flipped, 1, ((0, 0), (0, 0)))
+
+
+#: Output channels from which a dense kernel gradient is one convolution (``_kernel_grad_conv``) rather
+#: than per-tap matmuls. Measured on XLA:CPU (single-threaded, in a loop; docs/performance.md "Compile
+#: time"): from 32 output channels the convolution is as fast or faster (the decoder's 90x160 32->32
+#: layer 11.6 vs 13.6 ms); with 8 or 16 it is 3-4x slower (Eigen's contraction with a narrow output).
+KERNEL_GRAD_CONV_MIN_CO = 32
+
+
+def _kernel_grad_conv(
+    x: jnp.ndarray, dy: jnp.ndarray, kernel_shape: tuple[int, ...], stride: int, padding: Padding
+) -> jnp.ndarray:
+    """Dense ``dk`` ``[kh, kw, Ci, Co]`` as ONE forward convolution: ``x`` with its batch and channel
+    axes swapped (``[Ci, H, W, N]``: Ci images of N channels) correlated with ``dy`` as the kernel
+    (``[Ho, Wo, N, Co]``, dilated by the stride); the output is ``[Ci, kh, kw, Co]``.
+
+    Explicit transposes put both operands in the layout XLA:CPU's Eigen convolution takes (XLA's own
+    kernel gradient, the same product with swapped dimension numbers, is the slow in-loop path)."""
+    kh, kw = kernel_shape[0], kernel_shape[1]
+    (pt, _), (pl, _) = padding
+    hs, ws = (dy.shape[1] - 1) * stride + 1, (dy.shape[2] - 1) * stride + 1
+    # output size kh: H + pt + bottom - hs + 1 == kh (bottom < the forward's when rows are unused)
+    pads = ((pt, kh - 1 + hs - x.shape[1] - pt), (pl, kw - 1 + ws - x.shape[2] - pl))
+    out = jax.lax.conv_general_dilated(
+        x.transpose(3, 1, 2, 0),
+        dy.transpose(1, 2, 0, 3),
+        (1, 1),
+        pads,
+        rhs_dilation=(stride, stride),
+        dimension_numbers=_DN,
+    )
+    return out.transpose(1, 2, 0, 3)
 
 
 def _kernel_grad(
     x: jnp.ndarray, dy: jnp.ndarray, kernel_shape: tuple[int, ...], stride: int, padding: Padding, groups: int
 ) -> jnp.ndarray:
     """``dk`` of ``kernel_shape`` ``[kh, kw, Ci/groups, Co]``: per tap, the strided input slice
-    ``[N*Ho*Wo, Ci]`` against ``dy`` ``[N*Ho*Wo, Co]`` (a matmul; depthwise: product and sum)."""
+    ``[N*Ho*Wo, Ci]`` against ``dy`` ``[N*Ho*Wo, Co]`` (a matmul; depthwise: product and sum), or for a
+    dense kernel with several taps and at least :data:`KERNEL_GRAD_CONV_MIN_CO` outputs one convolution
+    (:func:`_kernel_grad_conv`: one kernel to compile where the taps need ``2 * kh * kw + 1``)."""
     kh, kw = kernel_shape[0], kernel_shape[1]
+    if groups == 1 and kh * kw > 1 and kernel_shape[3] >= KERNEL_GRAD_CONV_MIN_CO:
+        return _kernel_grad_conv(x, dy, kernel_shape, stride, padding)
     (pt, pb), (pl, pr) = padding
     n, ho, wo, co = dy.shape
     xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))

@@ -79,12 +79,22 @@ def _along(v: np.ndarray, axis: int, ndim: int, dtype: jnp.dtype) -> jnp.ndarray
     return jnp.asarray(v.reshape(shape), dtype)
 
 
+def _take(x: jnp.ndarray, idx: np.ndarray, axis: int) -> jnp.ndarray:
+    """``x`` gathered at the static, in-range indices ``idx`` along ``axis``: a bare gather.
+
+    ``mode="clip"`` (a no-op for in-range indices) keeps ``jnp.take`` from emitting its negative-index
+    wrap-around and out-of-range masking; XLA compiles those as separate small kernels, ~130 of them in
+    the online loop's program (a measurable share of its compile time, docs/performance.md).
+    """
+    return jnp.take(x, jnp.asarray(idx), axis=axis, mode="clip")
+
+
 def _resize_axis_fwd_impl(x: jnp.ndarray, out_size: int, axis: int) -> jnp.ndarray:
     lo, hi, frac = interp_taps(out_size, x.shape[axis])
-    a = jnp.take(x, jnp.asarray(lo), axis=axis)
+    a = _take(x, lo, axis)
     if not frac.any():
         return a
-    b = jnp.take(x, jnp.asarray(hi), axis=axis)
+    b = _take(x, hi, axis)
     return a + (b - a) * _along(frac, axis, x.ndim, x.dtype)
 
 
@@ -102,7 +112,7 @@ def _bwd(out_size: int, axis: int, in_size: int, dy: jnp.ndarray) -> tuple[jnp.n
     idx, w = transpose_taps(out_size, in_size)
     dx = None
     for k in range(idx.shape[1]):
-        term = jnp.take(dy, jnp.asarray(idx[:, k]), axis=axis) * _along(w[:, k], axis, dy.ndim, dy.dtype)
+        term = _take(dy, idx[:, k], axis) * _along(w[:, k], axis, dy.ndim, dy.dtype)
         dx = term if dx is None else dx + term
     return (dx,)
 
