@@ -183,6 +183,13 @@ def test_cache_keys_follow_what_determines_a_result(tmp_path):
     kd = evaltable.method_key(a, _m("cv_adam_a0.9_dmax16"), "s", classes)
     assert kd["online"]["delta_max"] == 16 and "teacher_delay" not in kd["online"]
     assert "delta_max" not in k["method"] and "teacher_delay_ms" not in k["method"]
+    assert "delta_min" not in k["method"] and "delta_min" not in kd["method"]
+    k16 = evaltable.method_key(a, _m("cv_adam_a0.9_d16_r16b4"), "s", classes)  # flow δ16's teacher budget
+    assert (k16["online"]["delta_min"], k16["online"]["delta_max"], k16["method"]["delta_min"]) == (
+        16,
+        16,
+        16,
+    )
     for fps, frames in ((25.0, 5), (10.0, 2), (12.5, 3)):
         kl = evaltable.method_key(a, _m("cv_adam_a0.9_dmax16_late"), "s", classes, fps)
         assert kl["online"]["teacher_delay"] == frames  # ceil(175.5 ms x fps)

@@ -105,6 +105,8 @@ class Method:
       optim, lr: the student's optimiser; ``""`` / 0 use the table's ``--optim`` / ``--lr``.
       replay_size, replay_batch: replay of the last R teacher frames, B frames per update (0, 1: the paper).
       delta_max: the controller's largest stride (0: the table's ``--delta-max``, the paper's 64).
+      delta_min: the controller's smallest stride (0: the table's, the paper's 8). ``delta_min = delta_max``
+        fixes the teacher's stride (the updates per teacher frame still stop at ``a_thr``).
       teacher_delay_ms: teacher labels arrive this many milliseconds late, i.e. ``ceil(ms * fps / 1000)``
         frames of the stream (0: at once, the paper).
     """
@@ -121,6 +123,7 @@ class Method:
     delta_max: int = 0
     teacher_delay_ms: float = 0.0
     label: str = ""
+    delta_min: int = 0
 
     @property
     def student(self) -> bool:
@@ -135,12 +138,15 @@ def _camvid_online(
     delta_max: int = 0,
     replay: tuple[int, int] | None = None,
     late_ms: float = 0.0,
+    delta_min: int = 0,
 ) -> Method:
     """An online column from the CamVid start, named and labelled from its settings, e.g.
     ``cv_adam_a0.9_dmax16_r16b4`` = "JITNet 0.9 (CamVid start, Adam 0.001, δ ≤ 16, replay R16/B4)"."""
     name, lr = optim
     suffix, notes = "", [f"{'SGD' if name == 'sgd' else 'Adam'} {lr}"]
-    if delta_max:
+    if delta_min and delta_min == delta_max:
+        suffix, notes = suffix + f"_d{delta_max}", [*notes, f"δ = {delta_max}"]
+    elif delta_max:
         suffix, notes = suffix + f"_dmax{delta_max}", [*notes, f"δ ≤ {delta_max}"]
     r, b = replay or (0, 1)
     if r:
@@ -155,6 +161,7 @@ def _camvid_online(
         optim=name,
         lr=lr,
         delta_max=delta_max,
+        delta_min=delta_min,
         replay_size=r,
         replay_batch=b,
         teacher_delay_ms=late_ms,
@@ -182,6 +189,8 @@ def methods(pretrain: bool, flow: bool, camvid: bool = False) -> list[Method]:
         a, d = 0.9, DMAX_SHORT
         out += [_camvid_online(a, adam, delta_max=d), _camvid_online(a, sgd, delta_max=d)]
         out += [_camvid_online(a, adam, delta_max=d, replay=rb) for rb in REPLAY]
+        # the teacher every 16th frame, as flow/hold δ16: the same teacher budget
+        out += [_camvid_online(a, adam, delta_min=d, delta_max=d, replay=rb) for rb in REPLAY]
         out.append(_camvid_online(a, adam, delta_max=d, late_ms=TEACHER_LATENCY_MS))
     out += [Method(f"fixed_d{d}", "fixed", delta=d, start=start, label=f"fixed stride {d}") for d in STRIDES]
     out.append(Method("no_adapt", "no_adapt", start=start, label=f"no adaptation ({init})"))
@@ -290,6 +299,8 @@ def online_config(s: Settings, m: Method, cfg: StudentConfig, fps: float = 0.0) 
         ocfg = dataclasses.replace(ocfg, replay_size=m.replay_size, replay_batch=m.replay_batch)
     if m.delta_max:
         ocfg = dataclasses.replace(ocfg, delta_max=m.delta_max)
+    if m.delta_min:
+        ocfg = dataclasses.replace(ocfg, delta_min=m.delta_min)
     if m.teacher_delay_ms:
         if not fps > 0:
             raise ValueError(f"method {m.name}: a teacher delay in ms needs the stream's fps")
@@ -590,7 +601,7 @@ def method_key(
     fields = {
         k: v
         for k, v in dataclasses.asdict(m).items()
-        if k not in ("name", "label") and not (k in ("delta_max", "teacher_delay_ms") and v == 0)
+        if k not in ("name", "label") and not (k in ("delta_max", "delta_min", "teacher_delay_ms") and v == 0)
     }
     key.update(method=fields, student=to_dict(cfg), seed=s.seed)
     if m.kind in ("online", "fixed"):
