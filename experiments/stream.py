@@ -187,8 +187,8 @@ _FLAG_FIELDS = {
 
 #: The defaults of a stored-label real stream (``--lvs``, ``--store``, ``--video`` without ``--live``), on
 #: top of :class:`RunConfig`: the full-length ``lvs_mini`` table's online setting without replay (a_thr 0.9,
-#: δ in [8, 16]; 0.524 mIoU at 9.3% teacher frames, 6.0x; ``--replay 16 --replay-batch 4`` is its most
-#: accurate setting, 0.585 at 8.7%, 3.5x; docs/evaluation.md). A ``--config``
+#: δ in [8, 16]; 0.567 mIoU at 9.2% teacher frames, 6.1x; ``--replay 16 --replay-batch 4`` is its most
+#: accurate setting, 0.632 at 8.8%, 3.4x; docs/evaluation.md). A ``--config``
 #: file, the dedicated flags and ``--set`` override it. Live mode has its own defaults
 #: (``jitnet_jax.online.live.LIVE_DEFAULTS``): there every teacher call and update costs real time (docs/live.md).
 REAL_STREAM_PRESET = ("online.a_thr=0.9", "online.delta_max=16")
