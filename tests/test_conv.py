@@ -47,6 +47,30 @@ def test_kernel_gradient_as_one_convolution_matches_xla(shape, kernel, stride, p
     _check_against_xla(shape, kernel, stride, padding, False, KERNEL_GRAD_CONV_MIN_CO)
 
 
+def test_batched_kernel_gradient_takes_the_tap_path_and_matches_xla() -> None:
+    """Under ``vmap`` (a replay update over B frames) the one-convolution kernel gradient switches to the
+    per-tap path (its batching rule); per frame the gradients still match XLA's, and they equal the
+    unbatched ones frame by frame."""
+    rng = np.random.default_rng(1)
+    shape, co, padding = (3, 1, 9, 13, 4), KERNEL_GRAD_CONV_MIN_CO, ((1, 1), (1, 1))
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, 4, co)), jnp.float32)
+    cot = jnp.asarray(rng.normal(size=(3, 1, 9, 13, co)), jnp.float32)
+
+    def grads(fn):
+        return jax.jit(jax.vmap(lambda a, c: jax.vjp(lambda b, kk: fn(b, kk), a, k)[1](c)))(x, cot)
+
+    mine = grads(lambda a, b: conv2d(a, b, 1, padding))
+    ref = grads(lambda a, b: jax.lax.conv_general_dilated(a, b, (1, 1), padding, dimension_numbers=DN))
+    for a, b in zip(mine, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    one = jax.vjp(lambda b, kk: conv2d(b, kk, 1, padding), x[0], k)[1](cot[0])
+    np.testing.assert_allclose(mine[1][0], one[1], rtol=1e-4, atol=1e-4)
+    batched = jax.vmap(lambda a, c: jax.vjp(lambda b, kk: conv2d(b, kk, 1, padding), a, k)[1](c))
+    # no grouped convolution: what the one-convolution path becomes under vmap
+    assert "feature_group_count = 3" not in jax.jit(batched).lower(x, cot).as_text()
+
+
 def _check_against_xla(shape, kernel, stride, padding, depthwise, co) -> None:
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)

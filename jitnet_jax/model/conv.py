@@ -135,7 +135,38 @@ def _kernel_grad(
     (:func:`_kernel_grad_conv`: one kernel to compile where the taps need ``2 * kh * kw + 1``)."""
     kh, kw = kernel_shape[0], kernel_shape[1]
     if groups == 1 and kh * kw > 1 and kernel_shape[3] >= KERNEL_GRAD_CONV_MIN_CO:
+        return _kernel_grad_conv_unbatched(x, dy, kernel_shape, stride, padding)
+    return _kernel_grad_taps(x, dy, kernel_shape, stride, padding, groups)
+
+
+def _kernel_grad_conv_unbatched(
+    x: jnp.ndarray, dy: jnp.ndarray, kernel_shape: tuple[int, ...], stride: int, padding: Padding
+) -> jnp.ndarray:
+    """:func:`_kernel_grad_conv`, except under ``vmap`` (a replay update runs the network over B frames):
+    batched, the one convolution becomes a grouped convolution that XLA:CPU runs ~1.5x slower than the
+    per-tap matmuls, which batch into plain batched dots (docs/performance.md), so the batching rule
+    takes the per-tap path."""
+
+    @jax.custom_batching.custom_vmap
+    def dk(x: jnp.ndarray, dy: jnp.ndarray) -> jnp.ndarray:
         return _kernel_grad_conv(x, dy, kernel_shape, stride, padding)
+
+    @dk.def_vmap
+    def _dk_batched(axis_size: int, in_batched: list[bool], x: jnp.ndarray, dy: jnp.ndarray):
+        axes = tuple(0 if b else None for b in in_batched)
+        taps = functools.partial(
+            _kernel_grad_taps, kernel_shape=kernel_shape, stride=stride, padding=padding, groups=1
+        )
+        return jax.vmap(taps, in_axes=axes)(x, dy), True
+
+    return dk(x, dy)
+
+
+def _kernel_grad_taps(
+    x: jnp.ndarray, dy: jnp.ndarray, kernel_shape: tuple[int, ...], stride: int, padding: Padding, groups: int
+) -> jnp.ndarray:
+    """``dk`` per tap: the strided input slice ``[N*Ho*Wo, Ci]`` against ``dy`` ``[N*Ho*Wo, Co]``."""
+    kh, kw = kernel_shape[0], kernel_shape[1]
     (pt, pb), (pl, pr) = padding
     n, ho, wo, co = dy.shape
     xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
