@@ -78,6 +78,9 @@ CAMVID_THRESHOLDS = (0.7, 0.8, 0.9)
 #: Replay settings (R teacher frames kept, B frames per update) of the CamVid-start runs.
 REPLAY = ((16, 4),)
 STRIDES = (8, 16)
+#: u_max of the ``*_u16`` runs: twice the paper's updates per teacher frame (a teacher frame still stops
+#: training once the student passes a_thr on it).
+U_LONG = 16
 #: Largest stride of the ``*_dmax16`` runs: δ in [8, 16] instead of the paper's [8, 64], so a stream whose
 #: objects come and go between teacher frames (parking_lot1) is not left with δ = 64 after empty frames.
 DMAX_SHORT = 16
@@ -109,6 +112,7 @@ class Method:
         fixes the teacher's stride (the updates per teacher frame still stop at ``a_thr``).
       teacher_delay_ms: teacher labels arrive this many milliseconds late, i.e. ``ceil(ms * fps / 1000)``
         frames of the stream (0: at once, the paper).
+      u_max: the most updates per teacher frame (0: the table's, the paper's 8).
     """
 
     name: str
@@ -124,6 +128,7 @@ class Method:
     teacher_delay_ms: float = 0.0
     label: str = ""
     delta_min: int = 0
+    u_max: int = 0
 
     @property
     def student(self) -> bool:
@@ -139,6 +144,7 @@ def _camvid_online(
     replay: tuple[int, int] | None = None,
     late_ms: float = 0.0,
     delta_min: int = 0,
+    u_max: int = 0,
 ) -> Method:
     """An online column from the CamVid start, named and labelled from its settings, e.g.
     ``cv_adam_a0.9_dmax16_r16b4`` = "JITNet 0.9 (CamVid start, Adam 0.001, δ ≤ 16, replay R16/B4)"."""
@@ -151,6 +157,8 @@ def _camvid_online(
     r, b = replay or (0, 1)
     if r:
         suffix, notes = suffix + f"_r{r}b{b}", [*notes, f"replay R{r}/B{b}"]
+    if u_max:
+        suffix, notes = suffix + f"_u{u_max}", [*notes, f"u_max {u_max}"]
     if late_ms:
         suffix, notes = suffix + "_late", [*notes, f"teacher {late_ms:g} ms late"]
     return Method(
@@ -165,6 +173,7 @@ def _camvid_online(
         replay_size=r,
         replay_batch=b,
         teacher_delay_ms=late_ms,
+        u_max=u_max,
         label=f"JITNet {a_thr} (CamVid start, {', '.join(notes)})",
     )
 
@@ -191,6 +200,12 @@ def methods(pretrain: bool, flow: bool, camvid: bool = False) -> list[Method]:
         out += [_camvid_online(a, adam, delta_max=d, replay=rb) for rb in REPLAY]
         # the teacher every 16th frame, as flow/hold δ16: the same teacher budget
         out += [_camvid_online(a, adam, delta_min=d, delta_max=d, replay=rb) for rb in REPLAY]
+        # ... and with more updates per teacher frame
+        out += [
+            _camvid_online(a, adam, delta_min=dm, delta_max=d, replay=rb, u_max=U_LONG)
+            for rb in REPLAY
+            for dm in (d, 0)
+        ]
         out.append(_camvid_online(a, adam, delta_max=d, late_ms=TEACHER_LATENCY_MS))
     out += [Method(f"fixed_d{d}", "fixed", delta=d, start=start, label=f"fixed stride {d}") for d in STRIDES]
     out.append(Method("no_adapt", "no_adapt", start=start, label=f"no adaptation ({init})"))
@@ -301,6 +316,8 @@ def online_config(s: Settings, m: Method, cfg: StudentConfig, fps: float = 0.0) 
         ocfg = dataclasses.replace(ocfg, delta_max=m.delta_max)
     if m.delta_min:
         ocfg = dataclasses.replace(ocfg, delta_min=m.delta_min)
+    if m.u_max:
+        ocfg = dataclasses.replace(ocfg, u_max=m.u_max)
     if m.teacher_delay_ms:
         if not fps > 0:
             raise ValueError(f"method {m.name}: a teacher delay in ms needs the stream's fps")
@@ -601,7 +618,8 @@ def method_key(
     fields = {
         k: v
         for k, v in dataclasses.asdict(m).items()
-        if k not in ("name", "label") and not (k in ("delta_max", "delta_min", "teacher_delay_ms") and v == 0)
+        if k not in ("name", "label")
+        and not (k in ("delta_max", "delta_min", "teacher_delay_ms", "u_max") and v == 0)
     }
     key.update(method=fields, student=to_dict(cfg), seed=s.seed)
     if m.kind in ("online", "fixed"):
