@@ -196,6 +196,7 @@ def test_cache_keys_follow_what_determines_a_result(tmp_path):
     assert (ku["online"]["u_max"], ku["method"]["u_max"], ku["online"]["delta_min"]) == (16, 16, 16)
     kmu = evaltable.method_key(a, _m("cv_adam_a0.9_dmax16_r16b4_u16"), "s", classes)
     assert (kmu["online"]["u_max"], kmu["online"]["delta_min"], kmu["online"]["delta_max"]) == (16, 8, 16)
+    assert evaltable.method_key(a, _m("cv_adam_a0.9_d16_r16b4_u32"), "s", classes)["online"]["u_max"] == 32
     for fps, frames in ((25.0, 5), (10.0, 2), (12.5, 3)):
         kl = evaltable.method_key(a, _m("cv_adam_a0.9_dmax16_late"), "s", classes, fps)
         assert kl["online"]["teacher_delay"] == frames  # ceil(175.5 ms x fps)

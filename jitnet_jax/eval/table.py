@@ -78,9 +78,9 @@ CAMVID_THRESHOLDS = (0.7, 0.8, 0.9)
 #: Replay settings (R teacher frames kept, B frames per update) of the CamVid-start runs.
 REPLAY = ((16, 4),)
 STRIDES = (8, 16)
-#: u_max of the ``*_u16`` runs: twice the paper's updates per teacher frame (a teacher frame still stops
-#: training once the student passes a_thr on it).
-U_LONG = 16
+#: u_max of the ``*_u16`` / ``*_u32`` runs: 2x / 4x the paper's most updates per teacher frame (a teacher
+#: frame still stops training once the student passes a_thr on it).
+U_LONG = (16, 32)
 #: Largest stride of the ``*_dmax16`` runs: δ in [8, 16] instead of the paper's [8, 64], so a stream whose
 #: objects come and go between teacher frames (parking_lot1) is not left with δ = 64 after empty frames.
 DMAX_SHORT = 16
@@ -202,9 +202,10 @@ def methods(pretrain: bool, flow: bool, camvid: bool = False) -> list[Method]:
         out += [_camvid_online(a, adam, delta_min=d, delta_max=d, replay=rb) for rb in REPLAY]
         # ... and with more updates per teacher frame
         out += [
-            _camvid_online(a, adam, delta_min=dm, delta_max=d, replay=rb, u_max=U_LONG)
+            _camvid_online(a, adam, delta_min=dm, delta_max=d, replay=rb, u_max=u)
             for rb in REPLAY
             for dm in (d, 0)
+            for u in U_LONG
         ]
         out.append(_camvid_online(a, adam, delta_max=d, late_ms=TEACHER_LATENCY_MS))
     out += [Method(f"fixed_d{d}", "fixed", delta=d, start=start, label=f"fixed stride {d}") for d in STRIDES]
