@@ -9,8 +9,8 @@ peak is the best GFLOP/s of a 2048x2048 float32 matmul measured in the same run 
 model timings); predict and train step are reported as medians and as a fraction of that peak.
 
 The train step is timed twice: ``train ms`` is one jitted call per step (dispatch included, the way an eager
-framework is timed), ``loop ms`` is one step of ``--loop-steps`` steps run inside one compiled
-``fori_loop``, each on a different frame, which is how the online engine runs a teacher frame's updates.
+framework is timed), ``loop ms`` is one step of ``--loop-steps`` steps of the online engine's own update loop
+on a teacher frame (``online.engine.teacher_updates``, one compiled ``while_loop``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from jitnet_jax.compile_cache import add_compile_cache_flag, enable_compile_cach
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
 from jitnet_jax.eval.flops import conv_bn_flops, student_flops
 from jitnet_jax.model.jitnet import count_params
-from jitnet_jax.student.step import init_state, jit_predict, jit_train_step, train_step
+from jitnet_jax.online.engine import Knobs, OnlineConfig, teacher_updates
+from jitnet_jax.student.step import init_state, jit_predict, jit_train_step
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -57,7 +58,7 @@ def profile(
     cfg: StudentConfig, height: int, width: int, repeats: int = 20, loop_steps: int = 8
 ) -> dict[str, float]:
     """Measure ``params``, ``gflops`` (forward), ``infer_ms``, ``train_step_ms`` (one jitted call per step)
-    and ``train_loop_ms`` (one of ``loop_steps`` steps inside a compiled ``fori_loop``) for frames of
+    and ``train_loop_ms`` (one of ``loop_steps`` steps of the engine's update loop) for frames of
     ``height x width``; medians after compilation."""
     state = init_state(jax.random.key(0), cfg, (height, width))
     rng = np.random.default_rng(0)
@@ -77,24 +78,18 @@ def profile(
     infer_ms = _median_ms(lambda: pred(holder["s"], frame), repeats)
     train_ms = _median_ms(one_step, repeats)
 
+    # The engine's own update loop on one teacher frame (``teacher_updates``: a while_loop of train steps
+    # with the accuracy check); a_thr 1.0 is never passed, so it runs exactly ``loop_steps`` updates.
+    knobs = Knobs.from_config(OnlineConfig(student=cfg, a_thr=1.0, u_max=loop_steps))
     frame_d, label_d, weight_d = jnp.asarray(frame), jnp.asarray(label), jnp.asarray(weight)
-
-    def updates(st: object, f: jax.Array) -> tuple[object, jax.Array]:
-        # frame + i: every step sees another frame, so XLA cannot hoist anything out of the loop; the step's
-        # accuracy (the engine's a_thr check) is kept, so XLA cannot drop its computation either
-        def body(i: jax.Array, c: tuple[object, jax.Array]) -> tuple[object, jax.Array]:
-            s, acc = train_step(cfg, c[0], f + i.astype(jnp.uint8), label_d, weight_d)
-            return s, c[1] + acc["min_iou"] + acc["loss"]
-
-        return jax.lax.fori_loop(0, loop_steps, body, (st, jnp.float32(0.0)))
-
-    loop = jax.jit(updates, donate_argnums=0)
-    holder["l"] = loop(jax.tree_util.tree_map(jnp.copy, holder["s"]), frame_d)[0]
-    jax.block_until_ready(holder["l"])
+    loop = jax.jit(lambda st: teacher_updates(cfg, knobs, st, frame_d, label_d, weight_d), donate_argnums=0)
+    holder["l"], _, k, _ = loop(jax.tree_util.tree_map(jnp.copy, holder["s"]))
+    if int(k) != loop_steps:
+        raise RuntimeError(f"the update loop ran {int(k)} updates, expected {loop_steps}")
 
     def one_loop():
-        holder["l"], acc = loop(holder["l"], frame_d)
-        return holder["l"], acc
+        holder["l"], pred, _, acc = loop(holder["l"])
+        return holder["l"], pred, acc
 
     train_loop_ms = _median_ms(one_loop, max(3, repeats // 4)) / loop_steps
     flops = student_flops(cfg, (height, width))
@@ -195,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         "(medians after compilation; train = one jitted call per step, loop = per step of "
-        f"{args.loop_steps} steps in one compiled loop, as the online engine's updates run; "
+        f"{args.loop_steps} steps of the online engine's update loop on a teacher frame; "
         "ratio = XLA forward FLOPs / conv+BN count)"
     )
     return 0
