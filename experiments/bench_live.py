@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from jitnet_jax.compile_cache import enable_compile_cache
     from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
+    from jitnet_jax.host_memory import keep_freed_memory
     from jitnet_jax.online.engine import OnlineConfig
     from jitnet_jax.online.live import live_config, run_live
     from jitnet_jax.online.runner import compile_chunk, new_state
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     info = src.info
     enable_compile_cache(None)  # $JITNET_COMPILE_CACHE or the default folder, as experiments.stream
+    keep_freed_memory()
     # the run config experiments.stream uses by default, so a cache warmed by a live run is hit
     optim = OptimConfig(name="adam", lr=1e-3, momentum=0.9)
     student = StudentConfig(model=ModelConfig(num_classes=info.num_classes), optim=optim)

@@ -22,6 +22,7 @@ import numpy as np
 from jitnet_jax.compile_cache import add_compile_cache_flag, enable_compile_cache
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
 from jitnet_jax.data.synthetic import SyntheticStream
+from jitnet_jax.host_memory import keep_freed_memory
 from jitnet_jax.online.engine import Knobs, OnlineConfig, effective_weight
 from jitnet_jax.online.reference import run_reference
 from jitnet_jax.online.runner import run_stream
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     enable_compile_cache(args.compile_cache)
+    keep_freed_memory()
     cfg = OnlineConfig(
         student=StudentConfig(model=ModelConfig(num_classes=4), optim=OptimConfig(name="adam", lr=1e-3)),
         a_thr=args.a_thr,

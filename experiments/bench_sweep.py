@@ -24,6 +24,7 @@ import jax
 from jitnet_jax.compile_cache import enable_compile_cache
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
 from jitnet_jax.data.synthetic import SyntheticStream
+from jitnet_jax.host_memory import keep_freed_memory
 from jitnet_jax.online.engine import OnlineConfig
 from jitnet_jax.online.runner import run_stream
 from jitnet_jax.sweep import Member, run_sweep
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the numbers to this file")
     args = p.parse_args(argv)
     enable_compile_cache()
+    keep_freed_memory()
     base = OnlineConfig(
         student=StudentConfig(model=ModelConfig(num_classes=4), optim=OptimConfig(name="sgd", lr=0.01)),
         chunk_size=args.chunk_size,

@@ -38,6 +38,7 @@ import numpy as np
 
 from jitnet_jax.compile_cache import enable_compile_cache
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
+from jitnet_jax.host_memory import keep_freed_memory
 from jitnet_jax.student.metrics import stream_iou
 from jitnet_jax.student.pretrain import (
     Augment,
@@ -198,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; 0 on success, 2 on bad arguments/input."""
     args = build_parser().parse_args(argv)
     enable_compile_cache()
+    keep_freed_memory()
     progress = not args.no_progress
     try:
         if args.lvs is None and args.tfds is None:

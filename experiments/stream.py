@@ -29,6 +29,7 @@ from jitnet_jax.compile_cache import add_compile_cache_flag, enable_compile_cach
 from jitnet_jax.config import SCHEDULES, ModelConfig, OptimConfig, StudentConfig, from_dict, override, to_dict
 from jitnet_jax.data.types import StreamSource
 from jitnet_jax.eval.costs import CostModel
+from jitnet_jax.host_memory import keep_freed_memory
 from jitnet_jax.io import atomic_write_text, lock_output
 from jitnet_jax.online.engine import OnlineConfig
 from jitnet_jax.online.runner import StreamResult, run_stream, summarize
@@ -333,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="os.fork\\(\\) was called")
     args = build_parser().parse_args(argv)
     enable_compile_cache(args.compile_cache)
+    keep_freed_memory()
     args.started = time.perf_counter()  # live mode reports the run's end-to-end wall time from here
     if args.init is None and _real_stream(args):
         args.init = REAL_STREAM_INIT

@@ -35,6 +35,7 @@ from typing import Any
 
 from experiments.stream import add_config_flags
 from jitnet_jax.compile_cache import add_compile_cache_flag, enable_compile_cache
+from jitnet_jax.host_memory import keep_freed_memory
 from jitnet_jax.io import atomic_write_text, lock_output
 
 SUMMARY_KEYS = (
@@ -166,6 +167,7 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     enable_compile_cache(args.compile_cache)
+    keep_freed_memory()
     try:
         return _main(args)
     except ValueError as e:

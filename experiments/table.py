@@ -25,6 +25,7 @@ from jitnet_jax.eval.table import (
     run_table,
     write_outputs,
 )
+from jitnet_jax.host_memory import keep_freed_memory
 
 
 def make_store(s: Settings, stream: str) -> Path:
@@ -99,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         args.out.mkdir(parents=True, exist_ok=True)
         enable_compile_cache(args.jax_cache)
+        keep_freed_memory()
         streams = args.streams or sorted(load_streams_json(args.lvs / "streams.json"))
         for st in streams:
             if not (args.lvs / st).is_dir():

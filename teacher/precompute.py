@@ -38,6 +38,7 @@ from jitnet_jax.data.label_store import (
     store_is_complete,
 )
 from jitnet_jax.data.video import count_frames, probe, read_videos
+from jitnet_jax.host_memory import keep_freed_memory
 from jitnet_jax.io import lock_output
 from teacher.class_groups import (
     STREAM_GROUPS,
@@ -524,6 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (0 ok, 2 on bad input/arguments)."""
     args = build_parser().parse_args(argv)
     enable_compile_cache()
+    keep_freed_memory()
     if args.fg_weight is not None:
         print(
             "error: --fg-weight is a run setting, not a label-store setting: stores keep box regions and "

@@ -22,6 +22,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # Subprocesses and in-process CLI runs (which enable the cache again from the environment) use the
     # same folder: a program compiled by one test is loaded, not compiled, by the others.
     os.environ[ENV_VAR] = str(path) if path is not None else "off"
+    from jitnet_jax.host_memory import keep_freed_memory
+
+    keep_freed_memory()  # as every command does (tests/test_host_memory.py checks it in a fresh process)
 
 
 def data_dir() -> Path | None:
