@@ -11,6 +11,9 @@ model timings); predict and train step are reported as medians and as a fraction
 The train step is timed twice: ``train ms`` is one jitted call per step (dispatch included, the way an eager
 framework is timed), ``loop ms`` is one step of ``--loop-steps`` steps of the online engine's own update loop
 on a teacher frame (``online.engine.teacher_updates``, one compiled ``while_loop``).
+
+Like every command it keeps freed host memory in the process (``jitnet_jax.host_memory``), so a call does not
+page-fault XLA's temp buffer back in; ``JITNET_KEEP_FREED_MEMORY=0`` times glibc's default instead.
 """
 
 from __future__ import annotations
