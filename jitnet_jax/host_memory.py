@@ -22,8 +22,9 @@ import os
 import platform
 from collections.abc import Mapping
 
+from jitnet_jax.compile_cache import OFF_VALUES
+
 ENV_VAR = "JITNET_KEEP_FREED_MEMORY"
-OFF_VALUES = ("off", "none", "0", "false", "no")
 
 # glibc's mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD = -1

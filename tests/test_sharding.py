@@ -1,6 +1,6 @@
 """The sweep's configuration axis (and several streams) sharded over 4 fake CPU devices gives the same
-results as separate single-configuration runs on one device. Runs in a subprocess: ``--xla_force_host_platform_device_count`` must be set
-before jax starts."""
+results as separate single-configuration runs on one device. Runs in a subprocess:
+``--xla_force_host_platform_device_count`` must be set before jax starts."""
 
 from __future__ import annotations
 
