@@ -8,6 +8,10 @@ layer-by-layer count of the convolutions and BatchNorms (``eval.flops.conv_bn_fl
 peak is the best GFLOP/s of a 2048x2048 float32 matmul measured in the same run (before and after the
 model timings); predict and train step are reported as medians and as a fraction of that peak.
 
+``convs ms`` sums the network's forward convolutions, each timed alone (:func:`conv_ceiling`): the
+fraction of the peak that XLA's convolution kernels reach on this network's layer shapes, which bounds the
+fraction a train step made of the same convolutions and their gradients can reach.
+
 The train step is timed twice: ``train ms`` is one jitted call per step (dispatch included, the way an eager
 framework is timed), ``loop ms`` is one step of ``--loop-steps`` steps of the online engine's own update loop
 on a teacher frame (``online.engine.teacher_updates``, one compiled ``while_loop``).
@@ -29,8 +33,9 @@ import numpy as np
 
 from jitnet_jax.compile_cache import add_compile_cache_flag, enable_compile_cache
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
-from jitnet_jax.eval.flops import conv_bn_flops, student_flops
+from jitnet_jax.eval.flops import conv_bn_flops, conv_layers, student_flops
 from jitnet_jax.host_memory import keep_freed_memory
+from jitnet_jax.model.conv import conv2d
 from jitnet_jax.model.jitnet import count_params
 from jitnet_jax.online.engine import Knobs, OnlineConfig, teacher_updates
 from jitnet_jax.student.step import init_state, jit_predict, jit_train_step
@@ -56,6 +61,38 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
         jax.block_until_ready(f(a, a))
         best = min(best, time.perf_counter() - t0)
     return 2.0 * n**3 / best / 1e9
+
+
+def conv_ceiling(
+    model: ModelConfig, height: int, width: int, repeats: int = 20, calls: int = 8
+) -> dict[str, float]:
+    """Every forward convolution of the network on one ``height x width`` frame, timed on its own.
+
+    Each layer (:func:`jitnet_jax.eval.flops.conv_layers`) is one jitted convolution on float32 inputs of
+    its shapes; a sample is ``calls`` dispatches then one wait (dispatch included, ~10 us a call), and the
+    layer's time is the median sample divided by ``calls``. A train step is made of these convolutions and
+    their gradients, which are convolutions and matmuls of the same sizes (``jitnet_jax.model.conv``), so
+    the fraction of the matmul peak that they reach alone bounds what the step can reach.
+
+    Returns:
+      ``{"conv_gflops": forward conv GFLOPs (no bias), "conv_ms": the summed per-layer medians,
+      "conv_layers": the number of layers}``.
+    """
+    rng = np.random.default_rng(0)
+    total_ms = flops = 0.0
+    layers = conv_layers(model, (height, width))
+    for layer in layers:
+        x = jnp.asarray(rng.standard_normal(layer.in_shape), jnp.float32)
+        k = jnp.asarray(rng.standard_normal(layer.kernel_shape), jnp.float32)
+        f = jax.jit(lambda x, k, s=layer.stride, p=layer.padding: conv2d(x, k, s, p))
+        jax.block_until_ready(f(x, k))
+
+        def sample(f=f, x=x, k=k):
+            return [f(x, k) for _ in range(calls)]
+
+        total_ms += _median_ms(sample, repeats) / calls
+        flops += layer.flops
+    return {"conv_gflops": flops / 1e9, "conv_ms": total_ms, "conv_layers": len(layers)}
 
 
 def profile(
@@ -85,20 +122,24 @@ def profile(
     # The engine's own update loop on one teacher frame (``teacher_updates``: a while_loop of train steps
     # with the accuracy check); a_thr 1.0 is never passed, so it runs exactly ``loop_steps`` updates.
     knobs = Knobs.from_config(OnlineConfig(student=cfg, a_thr=1.0, u_max=loop_steps))
+    # The teacher frame is an argument, as in the engine (closed over, XLA would constant-fold the loss's
+    # gradient scatter over the fixed labels at compile time).
     frame_d, label_d, weight_d = jnp.asarray(frame), jnp.asarray(label), jnp.asarray(weight)
-    loop = jax.jit(lambda st: teacher_updates(cfg, knobs, st, frame_d, label_d, weight_d), donate_argnums=0)
-    holder["l"], _, k, _ = loop(jax.tree_util.tree_map(jnp.copy, holder["s"]))
+    loop = jax.jit(lambda st, f, y, w: teacher_updates(cfg, knobs, st, f, y, w), donate_argnums=0)
+    holder["l"], _, k, _ = loop(jax.tree_util.tree_map(jnp.copy, holder["s"]), frame_d, label_d, weight_d)
     if int(k) != loop_steps:
         raise RuntimeError(f"the update loop ran {int(k)} updates, expected {loop_steps}")
 
     def one_loop():
-        holder["l"], pred, _, acc = loop(holder["l"])
+        holder["l"], pred, _, acc = loop(holder["l"], frame_d, label_d, weight_d)
         return holder["l"], pred, acc
 
     train_loop_ms = _median_ms(one_loop, max(3, repeats // 4)) / loop_steps
     flops = student_flops(cfg, (height, width))
     layers = conv_bn_flops(cfg.model, (height, width))
+    convs = conv_ceiling(cfg.model, height, width, repeats)
     return {
+        **convs,
         "height": height,
         "width": width,
         "params": count_params(state.params),
@@ -173,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         r["infer_peak_fraction"] = r["gflops"] / r["infer_ms"] / peak * 1e3
         r["train_step_peak_fraction"] = r["train_step_gflops"] / r["train_step_ms"] / peak * 1e3
         r["train_loop_peak_fraction"] = r["train_step_gflops"] / r["train_loop_ms"] / peak * 1e3
+        r["conv_peak_fraction"] = r["conv_gflops"] / r["conv_ms"] / peak * 1e3
     if args.json:
         print(json.dumps(rows[0] if len(rows) == 1 else {"sizes": rows}))
         return 0
@@ -183,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'size':>10} {'fwd GFLOPs':>10} {'conv+BN':>8} {'ratio':>6} {'step GFLOPs':>11} "
-        f"{'predict ms':>10} {'% peak':>6} {'train ms':>9} {'% peak':>6} {'loop ms':>8} {'% peak':>6}"
+        f"{'predict ms':>10} {'% peak':>6} {'train ms':>9} {'% peak':>6} {'loop ms':>8} {'% peak':>6} "
+        f"{'convs ms':>8} {'% peak':>6}"
     )
     for r in rows:
         print(
@@ -191,12 +234,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['gflops'] / r['conv_bn_gflops']:>6.3f} {r['train_step_gflops']:>11.3f} "
             f"{r['infer_ms']:>10.1f} {100 * r['infer_peak_fraction']:>5.1f}% "
             f"{r['train_step_ms']:>9.1f} {100 * r['train_step_peak_fraction']:>5.1f}% "
-            f"{r['train_loop_ms']:>8.1f} {100 * r['train_loop_peak_fraction']:>5.1f}%"
+            f"{r['train_loop_ms']:>8.1f} {100 * r['train_loop_peak_fraction']:>5.1f}% "
+            f"{r['conv_ms']:>8.1f} {100 * r['conv_peak_fraction']:>5.1f}%"
         )
     print(
         "(medians after compilation; train = one jitted call per step, loop = per step of "
         f"{args.loop_steps} steps of the online engine's update loop on a teacher frame; "
-        "ratio = XLA forward FLOPs / conv+BN count)"
+        "ratio = XLA forward FLOPs / conv+BN count; convs = the forward convolutions each timed alone, "
+        "summed: what XLA's convolution kernels reach on these shapes)"
     )
     return 0
 
