@@ -9,6 +9,12 @@ each 4 KiB page: about 10,400 faults and 20 ms per train-step call on this CPU, 
 heap memory is kept for reuse), so a repeated call reuses the same pages. The cost: the process keeps its
 peak host memory until it exits.
 
+The limit: XLA runs a program on its own threads, and glibc serves those threads from per-thread arenas whose
+heaps are at most 64 MB, so a temp buffer above that is mapped afresh on every call whatever these settings say
+(the 360x640 train step's 154 MB: ~39,400 faults per call either way). ``M_ARENA_MAX=1`` would put every
+thread on the main heap, but it slowed the 180x320 step from ~69 to ~90 ms here (threads wait on one lock), so
+it is not set.
+
 Entry points call it at the top of ``main()``, next to ``enable_compile_cache``; importing this module
 changes nothing. ``JITNET_KEEP_FREED_MEMORY=0`` turns it off. Other C libraries (musl, macOS, Windows)
 are left alone.
