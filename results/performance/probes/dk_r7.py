@@ -31,26 +31,25 @@ def im2col_dk(x, dy, ks, stride, pad):
     return r.reshape(ci, kh, kw, co).transpose(1, 2, 0, 3)
 
 
-def im2col_slices_dk(x, dy, ks, stride, pad):
+def _im2col(x, dy, ks, stride, pad):
+    """``[N*Ho*Wo, kh*kw*Ci]``: the strided input slices of every tap side by side."""
     kh, kw, ci, co = ks
     (pt, pb), (pl, pr) = pad
     n, ho, wo, _ = dy.shape
     xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     hs, ws = (ho - 1) * stride + 1, (wo - 1) * stride + 1
     cols = [xp[:, i : i + hs : stride, j : j + ws : stride, :] for i in range(kh) for j in range(kw)]
-    m = jnp.concatenate(cols, -1).reshape(-1, kh * kw * ci)
-    return (m.T @ dy.reshape(-1, co)).reshape(kh, kw, ci, co)
+    return jnp.concatenate(cols, -1).reshape(-1, kh * kw * ci)
+
+
+def im2col_slices_dk(x, dy, ks, stride, pad):
+    m = _im2col(x, dy, ks, stride, pad)
+    return (m.T @ dy.reshape(-1, ks[3])).reshape(ks)
 
 
 def dyT_im2col_dk(x, dy, ks, stride, pad):
-    kh, kw, ci, co = ks
-    (pt, pb), (pl, pr) = pad
-    n, ho, wo, _ = dy.shape
-    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    hs, ws = (ho - 1) * stride + 1, (wo - 1) * stride + 1
-    cols = [xp[:, i : i + hs : stride, j : j + ws : stride, :] for i in range(kh) for j in range(kw)]
-    m = jnp.concatenate(cols, -1).reshape(-1, kh * kw * ci)
-    return (dy.reshape(-1, co).T @ m).T.reshape(kh, kw, ci, co)
+    m = _im2col(x, dy, ks, stride, pad)
+    return (dy.reshape(-1, ks[3]).T @ m).T.reshape(ks)
 
 
 VARIANTS = {

@@ -4,13 +4,16 @@ arena1 (keep + M_ARENA_MAX=1) | sync (keep + synchronous dispatch)."""
 import resource
 import sys
 import time
+from pathlib import Path
 
 import jax
-import numpy as np
 
-from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
 from jitnet_jax.host_memory import keep_freed_memory
-from jitnet_jax.student.step import init_state, train_step
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _setup_r7 import setup  # noqa: E402
+
+from jitnet_jax.student.step import train_step
 
 mode = sys.argv[3]
 if mode in ("keep", "arena1", "sync"):
@@ -22,12 +25,7 @@ if mode == "arena1":
 if mode == "sync":
     jax.config.update("jax_cpu_enable_async_dispatch", False)
 H, W = int(sys.argv[1]), int(sys.argv[2])
-cfg = StudentConfig(model=ModelConfig(num_classes=4), optim=OptimConfig("adam", lr=1e-3))
-state = init_state(jax.random.key(0), cfg, (H, W))
-rng = np.random.default_rng(0)
-frame = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
-label = rng.integers(0, 4, (H, W)).astype(np.int32)
-weight = np.ones((H, W), np.float32)
+cfg, state, frame, label, weight = setup(H, W)
 c = (
     jax.jit(lambda s, f, y, w: train_step(cfg, s, f, y, w), donate_argnums=0)
     .lower(state, frame, label, weight)

@@ -6,23 +6,22 @@ import glob
 import gzip
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import jax
-import numpy as np
 
-from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
 from jitnet_jax.host_memory import keep_freed_memory
-from jitnet_jax.student.step import init_state, jit_train_step
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _setup_r7 import setup  # noqa: E402
+
+from jitnet_jax.student.step import jit_train_step
 
 keep_freed_memory()
 H, W = 180, 320
-cfg = StudentConfig(model=ModelConfig(num_classes=4), optim=OptimConfig("adam", lr=1e-3))
-state = init_state(jax.random.key(0), cfg, (H, W))
-rng = np.random.default_rng(0)
-frame = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
-label = rng.integers(0, 4, (H, W)).astype(np.int32)
-weight = np.ones((H, W), np.float32)
+cfg, state, frame, label, weight = setup(H, W)
 step = jit_train_step(cfg)
 s = step(state, frame, label, weight)[0]
 for _ in range(5):
