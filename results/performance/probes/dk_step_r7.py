@@ -30,6 +30,10 @@ def rule(name):
             return C._kernel_grad_taps(x, dy, ks, stride, padding, groups)
         if name == "im2col":
             return im2col_slices_dk(x, dy, ks, stride, padding)
+        if name == "bigM":  # the per-tap matmuls once the output has 2048 positions or more
+            if m >= 2048:
+                return C._kernel_grad_taps(x, dy, ks, stride, padding, groups)
+            return orig(x, dy, ks, stride, padding, groups)
         if name == "hybrid":
             if kh * kw * ci <= 128 or m <= 256:
                 return im2col_slices_dk(x, dy, ks, stride, padding)
