@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jitnet_jax.config import ModelConfig, StudentConfig
-from jitnet_jax.model.conv import Padding, same_padding
+from jitnet_jax.model.conv import Padding
 from jitnet_jax.model.jitnet import Conv, JITNet
 from jitnet_jax.student.step import StudentState, init_state, predict_logits, train_step
 
@@ -80,10 +80,6 @@ def _walk(model: ModelConfig, frame_shape: tuple[int, int]) -> tuple[list[ConvLa
             x = args[0]
             kh, kw = mod.kernel_size
             ci = x.shape[-1]
-            if mod.padding == "SAME":
-                pad = same_padding((x.shape[1], x.shape[2]), (kh, kw), mod.strides)
-            else:
-                pad = tuple(tuple(p) for p in mod.padding)
             n_out = math.prod(out.shape[:-1])
             layers.append(
                 ConvLayer(
@@ -91,7 +87,7 @@ def _walk(model: ModelConfig, frame_shape: tuple[int, int]) -> tuple[list[ConvLa
                     in_shape=tuple(x.shape),
                     kernel_shape=(kh, kw, 1 if mod.depthwise else ci, mod.features),
                     stride=mod.strides,
-                    padding=pad,
+                    padding=mod.explicit_padding((x.shape[1], x.shape[2])),
                     depthwise=mod.depthwise,
                     flops=2.0 * n_out * kh * kw * (1 if mod.depthwise else ci) * out.shape[-1],
                 )

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jitnet_jax.config import ModelConfig
-from jitnet_jax.model.conv import conv2d, same_padding
+from jitnet_jax.model.conv import Padding, conv2d, same_padding
 from jitnet_jax.model.resize import resize_bilinear
 
 _KERNEL_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
@@ -74,6 +74,12 @@ class Conv(nn.Module):
     conv_backward: str = "auto"
     depthwise: bool = False
 
+    def explicit_padding(self, size: tuple[int, int]) -> Padding:
+        """``((top, bottom), (left, right))`` for an input of spatial ``size`` (``"SAME"`` resolved)."""
+        if self.padding == "SAME":
+            return same_padding(size, self.kernel_size, self.strides)
+        return tuple(tuple(p) for p in self.padding)
+
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         kh, kw = self.kernel_size
@@ -85,10 +91,7 @@ class Conv(nn.Module):
         kernel = self.param(
             "kernel", _KERNEL_INIT, (kh, kw, x.shape[-1] // groups, self.features), jnp.float32
         )
-        if self.padding == "SAME":
-            pad = same_padding((x.shape[1], x.shape[2]), (kh, kw), self.strides)
-        else:
-            pad = tuple(tuple(p) for p in self.padding)
+        pad = self.explicit_padding((x.shape[1], x.shape[2]))
         if use_matmul_backward(self.conv_backward):
             y = conv2d(x, kernel, self.strides, pad)
         else:
