@@ -22,7 +22,7 @@ from jitnet_jax.online.checkpoint import (
     make_fingerprint,
 )
 from jitnet_jax.online.engine import OnlineConfig
-from jitnet_jax.online.runner import empty_per_frame, new_state
+from jitnet_jax.online.runner import empty_per_frame, lower_chunk, new_state
 
 H, W, C = 16, 24, 4
 INFO = StreamInfo("synthetic", 100, H, W, 30.0, ("background", "a", "b", "c"), "exact")
@@ -100,6 +100,21 @@ def test_round_trip(tmp_path):
         state.student.opt_state
     )
     ck.close()
+
+
+def test_a_restored_state_lowers_to_the_fresh_runs_program(tmp_path):
+    """A restored state's arrays are committed to their device, a fresh state's are not; the chunk program
+    is lowered from shapes and dtypes only, so both give the same program (a resume loads the program a
+    fresh run cached instead of compiling its own)."""
+    ck = StreamCheckpointer(tmp_path / "ck", make_fingerprint(_cfg(), INFO), every_frames=8)
+    assert ck.save(_state(1, 12), _per_frame(12))
+    restored, _ = ck.restore_latest(_state(0, 0))
+    ck.close()
+    fresh = _fresh(0)
+    assert any(x.committed for x in jax.tree_util.tree_leaves(restored))
+    assert not any(x.committed for x in jax.tree_util.tree_leaves(fresh))
+    texts = [lower_chunk(_cfg(), s, H, W).as_text() for s in (fresh, restored)]
+    assert texts[0] == texts[1]
 
 
 def test_empty_directory_and_cursor_zero(tmp_path):

@@ -135,6 +135,25 @@ class PerFrameBuffer:
         return {k: v[: self._n] for k, v in self._data.items()}
 
 
+def _chunk_args(cfg: OnlineConfig, state: OnlineState, height: int, width: int) -> tuple[Any, ...]:
+    """``(knobs, state, frames, labels, weights, valid)`` for lowering the chunk program, the state as
+    shapes and dtypes only (``jax.ShapeDtypeStruct``): a state restored from a checkpoint holds arrays
+    committed to their device and a fresh one does not, and lowering from the arrays themselves made two
+    different programs of them (a ``--resume`` compiled afresh instead of loading the cached program)."""
+    abstract_state = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, weak_type=getattr(x, "weak_type", False)), state
+    )
+    return (Knobs.from_config(cfg), abstract_state, *chunk_abstract(cfg.chunk_size, height, width))
+
+
+def lower_chunk(
+    cfg: OnlineConfig, state: OnlineState, height: int, width: int, keep_preds: bool = False
+) -> Any:
+    """The engine's ``run_chunk`` lowered (``jax.stages.Lowered``) for chunks of ``cfg.chunk_size``
+    frames of ``(height, width)`` and states shaped like ``state`` (fresh or restored: the same program)."""
+    return make_run_chunk(cfg, keep_preds).lower(*_chunk_args(cfg, state, height, width))
+
+
 def compile_chunk(
     cfg: OnlineConfig,
     state: OnlineState,
@@ -149,11 +168,10 @@ def compile_chunk(
 
     ``keep_executable``: load the executable from (or store it in) the executable cache
     (:func:`~jitnet_jax.compile_cache.load_or_compile`), which skips tracing and lowering on a warm run."""
-    knobs = Knobs.from_config(cfg)
-    args = (knobs, state, *chunk_abstract(cfg.chunk_size, height, width))
+    args = _chunk_args(cfg, state, height, width)
 
     def lower() -> Any:
-        return make_run_chunk(cfg, keep_preds).lower(*args)
+        return lower_chunk(cfg, state, height, width, keep_preds)
 
     if not keep_executable:
         return lower().compile()
