@@ -168,7 +168,6 @@ def compile_chunk(
 
     ``keep_executable``: load the executable from (or store it in) the executable cache
     (:func:`~jitnet_jax.compile_cache.load_or_compile`), which skips tracing and lowering on a warm run."""
-    args = _chunk_args(cfg, state, height, width)
 
     def lower() -> Any:
         return lower_chunk(cfg, state, height, width, keep_preds)
@@ -177,7 +176,7 @@ def compile_chunk(
         return lower().compile()
     from jitnet_jax.compile_cache import executable_key, load_or_compile
 
-    leaves, tree = jax.tree_util.tree_flatten(args)
+    leaves, tree = jax.tree_util.tree_flatten(_chunk_args(cfg, state, height, width))
     abstract = [(tuple(x.shape), str(x.dtype), bool(getattr(x, "weak_type", False))) for x in leaves]
     # The program depends on the student config and the argument shapes (the chunk size, and the replay
     # buffer / delayed label in the state); the controller's knobs are traced arguments.
