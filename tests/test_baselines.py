@@ -152,18 +152,21 @@ def test_oracle_training_is_the_scanned_loop_of_train_steps():
     assert len(frames) == 1
     state = init_state(jax.random.key(0), cfg, (H, W))
     trained, losses = train_offline(
-        cfg, state, frames, labels, weights, epochs=3, key=jax.random.key(3), progress=False
+        cfg, state, frames, labels, weights, epochs=2, key=jax.random.key(3), progress=False
     )
     step = jit_train_step(cfg)
     ref = jax.tree_util.tree_map(jax.numpy.copy, state)
     w = np.where(weights[0] > 1, 10.0, np.where(weights[0] > 0, 1.0, 0.0)).astype(np.float32)
     ref_losses = []
-    for _ in range(3):
+    for _ in range(2):
         ref, m = step(ref, frames[0], labels[0].astype(np.int32), w)
         ref_losses.append(float(m["loss"]))
-    assert int(trained.step) == int(ref.step) == 3
+    assert int(trained.step) == int(ref.step) == 2
     # the same updates up to float rounding (the scan fuses differently): the losses agree to 1e-3 and the
-    # parameters' change from the start agrees to 5% (a wrong weight map or a skipped step changes it ~100%)
+    # parameters' change from the start agrees to 5% (a wrong weight map or a skipped step changes it ~50%).
+    # Two steps, not more: at 32x48 the deepest BatchNorms normalise over a few positions and training is
+    # chaotic from the third step on (a 1e-7 relative change of the initial parameters moves the third
+    # step's loss by ~1%, the fourth's by ~9%; the second's by 3e-5).
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-3)
 
     def flat(x):

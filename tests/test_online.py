@@ -50,7 +50,9 @@ def test_compiled_loop_matches_python_reference(stream, compiled_run) -> None:
     # Bounded elsewhere: the fused compiled step and the separately jitted reference steps round
     # differently (~1e-7 relative per update); predictions may differ on pixels whose top-two logits
     # are within that drift, which grows over the run. Bounds: mean <= 2% and max <= 10% of a frame's
-    # pixels within the agreed prefix; over the whole run mIoU within 0.03 and teacher frames within 25%.
+    # pixels within the agreed prefix; over the whole run mIoU within 0.06 and teacher frames within 25%.
+    # After the prefix the two runs are different draws of a chaotic run: six compiled runs whose initial
+    # parameters differ by 1e-7 (relative) gave mIoU 0.266-0.296 and 37-38 teacher frames.
     pixels = 48 * 64
     diff = np.abs(got["tp"][:n] - ref["tp"][:n]).sum(1) / pixels
     assert diff.mean() <= 0.02 and diff.max() <= 0.10, (diff.mean(), diff.max())
@@ -58,11 +60,13 @@ def test_compiled_loop_matches_python_reference(stream, compiled_run) -> None:
 
     m_got = iou_from_counts(got["tp"].sum(0), got["fp"].sum(0), got["fn"].sum(0))["miou"]
     m_ref = iou_from_counts(ref["tp"].sum(0), ref["fp"].sum(0), ref["fn"].sum(0))["miou"]
-    assert abs(m_got - m_ref) <= 0.03, (m_got, m_ref)
+    assert abs(m_got - m_ref) <= 0.06, (m_got, m_ref)
     t_got, t_ref = int(got["teacher"].sum()), int(ref["teacher"].sum())
     assert abs(t_got - t_ref) <= 0.25 * max(t_got, t_ref), (t_got, t_ref)
-    # the run adapts: some teacher frames passed, the stride grew beyond delta_min at some point
-    assert got["delta"].max() > CFG.delta_min
+    # the student learns from the teacher frames (whether a frame passes a_thr is left to the controller
+    # test: in two of those six perturbed runs no frame passed 0.8, in the other four one did)
+    acc = got["acc"][np.nonzero(got["teacher"])[0]]
+    assert acc[0] < 0.2 and acc[-10:].mean() > acc[0] + 0.25, acc
     assert 0 < got["teacher"].sum() < 300 / CFG.delta_min + 1
 
 

@@ -156,8 +156,18 @@ def test_batch_loss_is_the_mean_of_per_frame_losses_with_batchnorm_per_frame() -
     single = [lg(s, c.frames[i], y[i], wt[i]) for i in range(2)]
     g, stats, aux = lgb(s, c.frames, y, wt, jnp.array([True, True, False]))
     mean = jax.tree_util.tree_map(lambda a, b: (a + b) / 2, single[0][0], single[1][0])
-    for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(mean)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6)
+    # Batched convolutions round differently from single ones, and at 24x32 the deepest BatchNorms (over a
+    # few positions) magnify that: bound each leaf's difference by 1e-3 of its largest gradient (seen: 3e-6
+    # on entries of ~6e-3 on an AMD EPYC) plus 1e-5 of the largest gradient of all (a bias that feeds a
+    # BatchNorm has a gradient of rounding noise only). A mask ignored (the mean over 3 frames) would
+    # differ by ~30%.
+    leaves = [
+        (np.asarray(a), np.asarray(b))
+        for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(mean))
+    ]
+    top = max(np.abs(b).max() for _, b in leaves)
+    for a, b in leaves:
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-3 * np.abs(b).max() + 1e-5 * top)
     # the prediction, control accuracy and new batch stats are the current frame's
     flipped = np.mean(np.asarray(aux["pred"]) != np.asarray(single[0][2]["pred"]))
     assert flipped <= 0.01, flipped  # equal up to near-tie pixels (batched convolutions round differently)
