@@ -42,7 +42,11 @@ def shift(x, dy, kshape, pad):
     hp, wp = xp.shape[1], xp.shape[2]
     ho, wo = dy.shape[1], dy.shape[2]
     d = jnp.concatenate(
-        [jnp.pad(dy, ((0, 0), (i, hp - ho - i), (j, wp - wo - j), (0, 0))) for i in range(kh) for j in range(kw)],
+        [
+            jnp.pad(dy, ((0, 0), (i, hp - ho - i), (j, wp - wo - j), (0, 0)))
+            for i in range(kh)
+            for j in range(kw)
+        ],
         axis=-1,
     )
     g = jax.lax.dot_general(xp.reshape(-1, ci), d.reshape(-1, kh * kw * co), (((0,), (0,)), ((), ())))
@@ -72,7 +76,10 @@ for xs, kshape in layers:
 
         def loop(x, dy, f=f):
             return jax.lax.fori_loop(
-                0, 3, lambda i, c: c + f(x + c * 1e-9, dy + c * 1e-9, kshape, pad).sum() * 1e-9, jnp.float32(0)
+                0,
+                3,
+                lambda i, c: c + f(x + c * 1e-9, dy + c * 1e-9, kshape, pad).sum() * 1e-9,
+                jnp.float32(0),
             )
 
         t = time.process_time()
