@@ -47,12 +47,13 @@ def test_kernel_gradient_as_one_convolution_matches_xla(shape, kernel, stride, p
     _check_against_xla(shape, kernel, stride, padding, False, KERNEL_GRAD_CONV_MIN_CO)
 
 
-def test_batched_kernel_gradient_takes_the_tap_path_and_matches_xla() -> None:
+@pytest.mark.parametrize("co", [KERNEL_GRAD_CONV_MIN_CO, 5])
+def test_batched_kernel_gradient_takes_the_tap_path_and_matches_xla(co) -> None:
     """Under ``vmap`` (a replay update over B frames) the one-convolution kernel gradient switches to the
-    per-tap path (its batching rule); per frame the gradients still match XLA's, and they equal the
-    unbatched ones frame by frame."""
+    per-tap path (its batching rule), and the shifted-copies matmul (narrow outputs) becomes a batched
+    matmul; per frame the gradients still match XLA's, and they equal the unbatched ones frame by frame."""
     rng = np.random.default_rng(1)
-    shape, co, padding = (3, 1, 9, 13, 4), KERNEL_GRAD_CONV_MIN_CO, ((1, 1), (1, 1))
+    shape, padding = (3, 1, 9, 13, 4), ((1, 1), (1, 1))
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
     k = jnp.asarray(rng.normal(size=(3, 3, 4, co)), jnp.float32)
     cot = jnp.asarray(rng.normal(size=(3, 1, 9, 13, co)), jnp.float32)
@@ -69,6 +70,19 @@ def test_batched_kernel_gradient_takes_the_tap_path_and_matches_xla() -> None:
     batched = jax.vmap(lambda a, c: jax.vjp(lambda b, kk: conv2d(b, kk, 1, padding), a, k)[1](c))
     # no grouped convolution: what the one-convolution path becomes under vmap
     assert "feature_group_count = 3" not in jax.jit(batched).lower(x, cot).as_text()
+
+
+def test_narrow_stride_one_kernel_gradient_is_one_matmul() -> None:
+    """Fewer than KERNEL_GRAD_CONV_MIN_CO outputs at stride 1: the kernel gradient is ONE matmul against
+    shifted copies of dy (the input gradient is a convolution); strided, one matmul per tap."""
+
+    def dots(stride: int) -> int:
+        x, k = jnp.zeros((1, 9, 13, 6)), jnp.zeros((3, 3, 6, 5))
+        pad = same_padding((9, 13), (3, 3), stride)
+        text = jax.jit(jax.grad(lambda x, k: conv2d(x, k, stride, pad).sum(), (0, 1))).lower(x, k).as_text()
+        return text.count("stablehlo.dot_general")
+
+    assert dots(1) == 1 and dots(2) == 9
 
 
 def _check_against_xla(shape, kernel, stride, padding, depthwise, co) -> None:

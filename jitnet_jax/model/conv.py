@@ -7,7 +7,9 @@ thread: XLA's backward 514 ms, this one 22 ms, the forward conv 4.7 ms). This mo
   * the input gradient as one *forward* convolution: the output gradient, dilated by the stride
     (``lax.pad`` interior zeros), correlated with the flipped, in/out-transposed kernel;
   * the kernel gradient as ``kh * kw`` matmuls of strided input slices with the output gradient
-    (depthwise kernels: ``kh * kw`` multiply-and-reduce),
+    (depthwise kernels: ``kh * kw`` multiply-and-reduce); for dense kernels with several taps, one
+    forward convolution of the transposed operands (32 outputs or more) or, at stride 1, one matmul of
+    the padded input against shifted copies of the output gradient (narrower outputs),
 so a loop body holds only forward convs, matmuls, pads and slices. Numerically it matches ``jax.vjp``
 of ``lax.conv_general_dilated`` (see ``tests/test_conv.py``). Grouped convolutions are supported for
 ``groups == 1`` and depthwise (``groups == Ci``, one filter per channel).
@@ -129,14 +131,48 @@ def _kernel_grad_conv(
 def _kernel_grad(
     x: jnp.ndarray, dy: jnp.ndarray, kernel_shape: tuple[int, ...], stride: int, padding: Padding, groups: int
 ) -> jnp.ndarray:
-    """``dk`` of ``kernel_shape`` ``[kh, kw, Ci/groups, Co]``: per tap, the strided input slice
-    ``[N*Ho*Wo, Ci]`` against ``dy`` ``[N*Ho*Wo, Co]`` (a matmul; depthwise: product and sum), or for a
-    dense kernel with several taps and at least :data:`KERNEL_GRAD_CONV_MIN_CO` outputs one convolution
-    (:func:`_kernel_grad_conv`: one kernel to compile where the taps need ``2 * kh * kw + 1``)."""
-    kh, kw = kernel_shape[0], kernel_shape[1]
-    if groups == 1 and kh * kw > 1 and kernel_shape[3] >= KERNEL_GRAD_CONV_MIN_CO:
+    """``dk`` of ``kernel_shape`` ``[kh, kw, Ci/groups, Co]``. A dense kernel with several taps is, with at
+    least :data:`KERNEL_GRAD_CONV_MIN_CO` outputs, one convolution (:func:`_kernel_grad_conv`), and with
+    fewer at stride 1 one matmul against shifted copies of ``dy`` (:func:`_kernel_grad_shifted`). The rest
+    (1x1, depthwise, narrow strided kernels): per tap, the strided input slice ``[N*Ho*Wo, Ci]`` against
+    ``dy`` ``[N*Ho*Wo, Co]`` (a matmul; depthwise: a product and a sum)."""
+    kh, kw, ci, co = kernel_shape
+    if groups > 1 or kh * kw == 1:
+        return _kernel_grad_taps(x, dy, kernel_shape, stride, padding, groups)
+    if co >= KERNEL_GRAD_CONV_MIN_CO:
         return _kernel_grad_conv_unbatched(x, dy, kernel_shape, stride, padding)
+    if stride == 1:
+        return _kernel_grad_shifted(x, dy, kernel_shape, padding)
     return _kernel_grad_taps(x, dy, kernel_shape, stride, padding, groups)
+
+
+def _kernel_grad_shifted(
+    x: jnp.ndarray, dy: jnp.ndarray, kernel_shape: tuple[int, ...], padding: Padding
+) -> jnp.ndarray:
+    """Dense stride-1 ``dk`` ``[kh, kw, Ci, Co]`` as ONE matmul: the padded input ``[N*Hp*Wp, Ci]``
+    against ``kh * kw`` copies of ``dy``, each zero-padded to the padded input's size and shifted by its
+    tap, side by side on the channel axis (``[N*Hp*Wp, kh*kw*Co]``).
+
+    ``dk[i, j] = sum_p xp[p] dy_ij[p]`` with ``dy_ij[h + i, w + j] = dy[h, w]``. It copies ``dy`` (``Co``
+    channels) ``kh * kw`` times where the per-tap matmuls copy strided windows of the input (``Ci``
+    channels), and its one matmul has ``kh * kw * Co`` outputs instead of ``Co``: the fast path for
+    narrow outputs (docs/performance.md, "Round 8": the decoder's 90x160 32->8 layer 1.2 ms against
+    3.0 ms per tap and 12.1 ms as one convolution)."""
+    kh, kw, ci, co = kernel_shape
+    (pt, pb), (pl, pr) = padding
+    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    hp, wp = xp.shape[1], xp.shape[2]
+    ho, wo = dy.shape[1], dy.shape[2]
+    shifted = jnp.concatenate(
+        [
+            jnp.pad(dy, ((0, 0), (i, hp - ho - i), (j, wp - wo - j), (0, 0)))
+            for i in range(kh)
+            for j in range(kw)
+        ],
+        axis=-1,
+    )
+    dk = jax.lax.dot_general(xp.reshape(-1, ci), shifted.reshape(-1, kh * kw * co), (((0,), (0,)), ((), ())))
+    return dk.reshape(ci, kh, kw, co).transpose(1, 2, 0, 3)
 
 
 def _kernel_grad_conv_unbatched(

@@ -16,7 +16,7 @@ def sz(h, w):
     return -(-h * S // 1), -(-w * S // 1)
 
 
-layers = [  # (input NHWC, kernel, stride 1): the stride-1 layers of JITNet m=0.5 at 180x320, times S
+layers_all = [  # (input NHWC, kernel, stride 1): the stride-1 layers of JITNet m=0.5 at 180x320, times S
     ((1, *sz(23, 40), 64), (1, 3, 64, 64)),
     ((1, *sz(6, 10), 128), (3, 3, 128, 128)),
     ((1, *sz(12, 20), 192), (3, 3, 192, 64)),
@@ -25,6 +25,9 @@ layers = [  # (input NHWC, kernel, stride 1): the stride-1 layers of JITNet m=0.
     ((1, *sz(90, 160), 32), (3, 3, 32, 32)),
     ((1, *sz(90, 160), 32), (3, 3, 32, 8)),
 ]
+
+ONLY = sys.argv[2] if len(sys.argv) > 2 else ""
+layers = [l for l in layers_all if ONLY in str(l)]
 
 
 def pertap(x, dy, kshape, pad):
@@ -53,6 +56,24 @@ def shift(x, dy, kshape, pad):
     return g.reshape(ci, kh, kw, co).transpose(1, 2, 0, 3)
 
 
+def shiftw(x, dy, kshape, pad):
+    """Shift dy along W only (kw copies); per tap row i, a contiguous row slab of the padded input."""
+    kh, kw, ci, co = kshape
+    (pt, pb), (pl, pr) = pad
+    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    wp = xp.shape[2]
+    ho, wo = dy.shape[1], dy.shape[2]
+    d = jnp.concatenate([jnp.pad(dy, ((0, 0), (0, 0), (j, wp - wo - j), (0, 0))) for j in range(kw)], axis=-1)
+    d = d.reshape(-1, kw * co)
+    rows = [
+        jax.lax.dot_general(xp[:, i : i + ho].reshape(-1, ci), d, (((0,), (0,)), ((), ()))).reshape(
+            ci, kw, co
+        )
+        for i in range(kh)
+    ]
+    return jnp.stack(rows).transpose(0, 2, 1, 3)
+
+
 def best(fn, *a, n=7):
     jax.block_until_ready(fn(*a))
     ws, cs = [], []
@@ -71,7 +92,7 @@ for xs, kshape in layers:
     pad = C.same_padding(xs[1:3], kshape[:2], 1)
     ref = np.asarray(pertap(x, dy, kshape, pad))
     out = {}
-    for name, f in (("tap", pertap), ("conv", conv), ("shift", shift)):
+    for name, f in (("tap", pertap), ("conv", conv), ("shift", shift), ("shiftw", shiftw)):
         err = float(np.max(np.abs(np.asarray(jax.jit(f, static_argnums=(2, 3))(x, dy, kshape, pad)) - ref)))
 
         def loop(x, dy, f=f):
