@@ -153,6 +153,9 @@ def test_cli_leave_one_out_on_real_streams(shared_data, tmp_path):
             "64",
             "--epochs",
             "1",
+            "--no-augment",
+            "--width-multiplier",
+            "0.25",
             "--cache-dir",
             str(tmp_path / "stores"),
             "--out",
@@ -164,7 +167,7 @@ def test_cli_leave_one_out_on_real_streams(shared_data, tmp_path):
     meta = read_meta(out)
     assert meta["info"]["streams"] == ["bikes1"] and meta["info"]["classes"] == ["background", "person"]
     assert meta["info"]["examples"] == 2
-    load_student(out, ModelConfig(num_classes=2))
+    load_student(out, ModelConfig(num_classes=2, width_multiplier=0.25))
     with pytest.raises(ValueError, match="num_classes"):
         load_student(out, ModelConfig(num_classes=4))
 
@@ -181,8 +184,9 @@ tfds = pytest.importorskip("tensorflow_datasets", reason="needs tensorflow-datas
 
 def test_tfds_mock_semantic_path(tmp_path):
     """Any tfds segmentation dataset via image/label keys; mocked on the project's LVS builder. The CLI run
-    trains what ``test_cli_leave_one_out_on_real_streams`` trains (2 examples of 2 classes at 36x64, one
-    epoch), so the two load one compiled epoch program."""
+    trains what ``test_cli_leave_one_out_on_real_streams`` and the table test's leave-one-out start train
+    (2 whole examples of 2 classes at 36x64, width 0.25, one epoch), so the three load one compiled epoch
+    program (the CamVid test covers augmentation)."""
     import teacher.tfds_lvs  # noqa: F401  (registers lvs_streams)
 
     with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
@@ -217,13 +221,16 @@ def test_tfds_mock_semantic_path(tmp_path):
                 "64",
                 "--epochs",
                 "1",
+                "--no-augment",
+                "--width-multiplier",
+                "0.25",
                 "--out",
                 str(out),
                 "--no-progress",
             ]
         )
     assert rc == 0 and read_meta(out)["info"]["dataset"] == "lvs_streams/bikes1"
-    load_student(out, ModelConfig(num_classes=2))
+    load_student(out, ModelConfig(num_classes=2, width_multiplier=0.25))
 
 
 def test_tfds_mock_coco_panoptic():
