@@ -13,7 +13,7 @@ from jitnet_jax.online.sharding import host_slice, pad_members
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: test_sweep's two member configurations, each on both streams.
+#: Seeds of the two synthetic streams the 4 members run on.
 STREAM_SEEDS = (3, 4)
 
 

@@ -136,7 +136,7 @@ def _kernel_grad(
     fewer at stride 1 one matmul against shifted copies of ``dy`` (:func:`_kernel_grad_shifted`). The rest
     (1x1, depthwise, narrow strided kernels): per tap, the strided input slice ``[N*Ho*Wo, Ci]`` against
     ``dy`` ``[N*Ho*Wo, Co]`` (a matmul; depthwise: a product and a sum)."""
-    kh, kw, ci, co = kernel_shape
+    kh, kw, _, co = kernel_shape
     if groups > 1 or kh * kw == 1:
         return _kernel_grad_taps(x, dy, kernel_shape, stride, padding, groups)
     if co >= KERNEL_GRAD_CONV_MIN_CO:
