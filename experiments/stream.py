@@ -26,83 +26,15 @@ import jax
 import numpy as np
 
 from jitnet_jax.compile_cache import add_compile_cache_flag, enable_compile_cache
-from jitnet_jax.config import SCHEDULES, ModelConfig, OptimConfig, StudentConfig, from_dict, override, to_dict
+from jitnet_jax.config import to_dict
 from jitnet_jax.data.types import StreamSource
-from jitnet_jax.eval.costs import CostModel
 from jitnet_jax.host_memory import keep_freed_memory
 from jitnet_jax.io import atomic_write_text, lock_output
-from jitnet_jax.online.engine import OnlineConfig
 from jitnet_jax.online.runner import StreamResult, run_stream, summarize
+from jitnet_jax.run_config import REAL_STREAM_INIT, RunConfig, add_config_flags, make_config, real_stream
+from teacher.sources import open_source
 
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """Everything that defines a run of ``experiments.stream``.
-
-    Attributes:
-      online: the algorithm (student, optimiser, controller).
-      cost: the cost model for speedups.
-      frames: stream frames to process (0 = the whole stream; the synthetic stream has 1500).
-      height, width: student resolution.
-      seed: PRNG seed of the student (and of the synthetic stream).
-    """
-
-    online: OnlineConfig = OnlineConfig(
-        student=StudentConfig(
-            model=ModelConfig(num_classes=4), optim=OptimConfig(name="adam", lr=1e-3, momentum=0.9)
-        )
-    )
-    cost: CostModel = CostModel()
-    frames: int = 0
-    height: int = 180
-    width: int = 320
-    seed: int = 0
-
-    def validate(self) -> RunConfig:
-        if self.frames < 0:
-            raise ValueError(f"frames must be >= 1 (or 0 for the whole stream), got {self.frames}")
-        if self.height < 8 or self.width < 8:
-            raise ValueError(f"height/width must be >= 8, got {self.height}x{self.width}")
-        self.online.validate()
-        return self
-
-
-def add_config_flags(run: Any) -> None:
-    """The run-config flags shared by ``experiments.stream`` and ``experiments.sweep`` (see
-    :func:`make_config`)."""
-    run.add_argument("--config", help="JSON run config (as written to config.json)")
-    run.add_argument("--frames", type=int, help="frames to process (default: the whole stream)")
-    run.add_argument("--height", type=int)
-    run.add_argument("--width", type=int)
-    run.add_argument("--a-thr", type=float)
-    run.add_argument("--delta-min", type=int)
-    run.add_argument("--delta-max", type=int)
-    run.add_argument("--u-max", type=int)
-    run.add_argument("--optimizer", choices=["sgd", "adam"])
-    run.add_argument("--lr", type=float, help="peak learning rate")
-    run.add_argument("--momentum", type=float)
-    run.add_argument("--schedule", choices=SCHEDULES, help="optax lr schedule over updates")
-    run.add_argument("--fg-weight", type=float)
-    run.add_argument("--chunk-size", type=int)
-    run.add_argument(
-        "--replay", type=int, metavar="R", help="replay the last R teacher frames (0: the paper)"
-    )
-    run.add_argument("--replay-batch", type=int, metavar="B", help="frames per update with --replay (2..R+1)")
-    run.add_argument(
-        "--teacher-delay",
-        type=_delay_arg,
-        metavar="D|auto",
-        help="teacher labels arrive D frames late; with --live, 'auto' measures the teacher's latency on "
-        "this machine and converts it with the video's frame rate",
-    )
-    run.add_argument("--seed", type=int)
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="override any config field, e.g. online.student.model.width_multiplier=0.25",
-    )
+__all__ = ["RunConfig", "build_parser", "main", "make_config", "open_source"]  # the library's, re-exported
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,139 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _delay_arg(text: str) -> int | str:
-    """``--teacher-delay``: a number of frames, or ``auto`` (measured, live mode)."""
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of frames or 'auto', got {text!r}") from None
-
-
-_FLAG_FIELDS = {
-    "frames": "frames",
-    "height": "height",
-    "width": "width",
-    "seed": "seed",
-    "a_thr": "online.a_thr",
-    "delta_min": "online.delta_min",
-    "delta_max": "online.delta_max",
-    "u_max": "online.u_max",
-    "fg_weight": "online.fg_weight",
-    "chunk_size": "online.chunk_size",
-    "replay": "online.replay_size",
-    "replay_batch": "online.replay_batch",
-    "teacher_delay": "online.teacher_delay",
-    "optimizer": "online.student.optim.name",
-    "lr": "online.student.optim.lr",
-    "momentum": "online.student.optim.momentum",
-    "schedule": "online.student.optim.schedule",
-}
-
-
-#: The defaults of a stored-label real stream (``--lvs``, ``--store``, ``--video`` without ``--live``), on
-#: top of :class:`RunConfig`: the full-length ``lvs_mini`` table's online setting without replay (a_thr 0.9,
-#: δ in [8, 16]; 0.567 mIoU at 9.2% teacher frames, 6.1x; ``--replay 16 --replay-batch 4`` is its most
-#: accurate setting, 0.632 at 8.8%, 3.4x; docs/evaluation.md). A ``--config``
-#: file, the dedicated flags and ``--set`` override it. Live mode has its own defaults
-#: (``jitnet_jax.online.live.LIVE_DEFAULTS``): there every teacher call and update costs real time (docs/live.md).
-REAL_STREAM_PRESET = ("online.a_thr=0.9", "online.delta_max=16")
-#: The start of a real stream when ``--init`` is not given (``--init none``: random init).
-REAL_STREAM_INIT = "camvid"
-
-#: Keys of a run's ``config.json`` that record the run rather than configure it (skipped by ``--config``).
-_RECORD_KEYS = ("stream", "class_names", "fingerprint")
-
-
-def _real_stream(args: argparse.Namespace) -> bool:
-    """True when the run reads a real stream (``--lvs``, ``--store`` or ``--video``), not the synthetic one."""
-    return bool(getattr(args, "lvs", None) or getattr(args, "store", None) or getattr(args, "video", None))
-
-
-def make_config(args: argparse.Namespace) -> RunConfig:
-    """Defaults <- ``--config`` file <- dedicated flags <- ``--set`` overrides; then validated."""
-    cfg = RunConfig()
-    if _real_stream(args) and not getattr(args, "live", False):
-        cfg = override(cfg, list(REAL_STREAM_PRESET))
-    if args.config:
-        try:
-            data = json.loads(Path(args.config).read_text())
-            for key in _RECORD_KEYS:  # a run's config.json also records what the run ran on
-                data.pop(key, None)
-            cfg = from_dict(RunConfig, data)
-        except (OSError, json.JSONDecodeError, TypeError) as e:
-            raise ValueError(f"{args.config}: cannot read run config ({e})") from None
-    if args.frames is not None and args.frames < 1:
-        raise ValueError(f"--frames must be >= 1, got {args.frames}")
-    sets = [
-        f"{path}={getattr(args, flag)}"
-        for flag, path in _FLAG_FIELDS.items()
-        if getattr(args, flag, None) not in (None, "auto")  # auto: measured when the live run starts
-    ]
-    cfg = override(cfg, sets + list(args.set))
-    return cfg.validate()
-
-
-def open_source(args: argparse.Namespace, cfg: RunConfig) -> StreamSource:
-    """The stream source the flags ask for (label stores are precomputed on demand)."""
-    if sum(x is not None for x in (args.lvs, args.store, args.video)) > 1:
-        raise ValueError("give at most one of --lvs, --store, --video")
-    if getattr(args, "live", False):
-        from teacher.live import open_live
-
-        return open_live(
-            teacher=args.teacher,
-            video=args.video,
-            lvs=args.lvs,
-            stream=None if args.stream == "synthetic" else args.stream,
-            model=args.model,
-            groups=args.groups,
-            height=cfg.height,
-            width=cfg.width,
-        )
-    if args.store:
-        from jitnet_jax.data.store_source import StoreSource
-
-        return StoreSource(args.store)
-    if args.lvs or args.video:
-        from jitnet_jax.data.store_source import StoreSource
-        from teacher.precompute import ensure_store
-
-        if args.lvs:
-            if args.stream == "synthetic":
-                raise ValueError("--lvs needs --stream NAME (e.g. residential_street1)")
-            store = ensure_store(
-                lvs=args.lvs,
-                stream=args.stream,
-                height=cfg.height,
-                width=cfg.width,
-                cache_dir=args.cache_dir,
-                progress=not args.no_progress,
-            )
-        else:
-            if not args.teacher:
-                raise ValueError("--video needs --teacher yolov8_seg|deeplab")
-            stream = None if args.stream == "synthetic" else args.stream
-            store = ensure_store(
-                video=args.video,
-                teacher=args.teacher,
-                model=args.model,
-                stream=stream,
-                groups=args.groups,
-                height=cfg.height,
-                width=cfg.width,
-                cache_dir=args.cache_dir,
-                progress=not args.no_progress,
-            )
-        return StoreSource(store)
-    if args.stream != "synthetic":
-        raise ValueError(f"--stream {args.stream}: a named stream needs --lvs DIR (or use --store/--video)")
-    from jitnet_jax.data.synthetic import SyntheticStream
-
-    return SyntheticStream(num_frames=cfg.frames or 1500, height=cfg.height, width=cfg.width, seed=cfg.seed)
-
-
 def write_per_frame_csv(path: Path, per_frame: dict[str, np.ndarray], class_names: tuple[str, ...]) -> None:
     """One row per frame: frame, teacher, updates, delta, acc, then tp/fp/fn per class."""
     cols = ["frame", "teacher", "updates", "delta", "acc"]
@@ -336,13 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     enable_compile_cache(args.compile_cache)
     keep_freed_memory()
     args.started = time.perf_counter()  # live mode reports the run's end-to-end wall time from here
-    if args.init is None and _real_stream(args):
+    if args.init is None and real_stream(args):
         args.init = REAL_STREAM_INIT
     elif args.init == "none":
         args.init = None
     try:
-        if args.teacher_delay == "auto" and not args.live:
-            raise ValueError("--teacher-delay auto needs --live (on stored labels give D frames)")
         cfg = make_config(args)
         if args.live:
             from jitnet_jax.online.live import LIVE_DEFAULTS, live_config
@@ -371,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # includes DataError, CheckpointError, OutputBusy
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C while the first one's checkpoint was pending
+        print(
+            f"interrupted twice: stopped at once, without saving; {out} keeps its last checkpoint",
+            file=sys.stderr,
+        )
+        return 130
     except OSError as e:  # e.g. a full disk while writing an output
         print(f"error: {out}: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
@@ -482,31 +285,31 @@ def _run_locked(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, 
         )
         state = state.replace(student=state.student.replace(params=params, batch_stats=stats))
 
-    per_frame = None
-    ckpt = None
-    stop = {"flag": False}
-    if args.checkpoint_every or args.resume:
-        from jitnet_jax.online.checkpoint import StreamCheckpointer
+    from jitnet_jax.online.checkpoint import GracefulStop, StreamCheckpointer
 
-        ckpt = StreamCheckpointer(
-            out / "checkpoints",
-            fingerprint,
-            every_frames=args.checkpoint_every or 0,
-            keep=args.keep,
-            name=str(out),
-        )
-        if args.resume:
-            restored = ckpt.restore_latest(state)
-            if restored is not None:
-                state, per_frame = restored
-                print(f"resumed at frame {int(state.cursor)} from {out / 'checkpoints'}", file=sys.stderr)
-            else:
-                print(f"{out}: no checkpoint to resume from; starting at frame 0", file=sys.stderr)
+    per_frame = None
+    # Always a checkpointer: SIGINT/SIGTERM save the run at the next chunk boundary even without
+    # --checkpoint-every (its folder is made on the first save).
+    ckpt = StreamCheckpointer(
+        out / "checkpoints",
+        fingerprint,
+        every_frames=args.checkpoint_every or 0,
+        keep=args.keep,
+        name=str(out),
+    )
+    if args.resume:
+        restored = ckpt.restore_latest(state)
+        if restored is not None:
+            state, per_frame = restored
+            print(f"resumed at frame {int(state.cursor)} from {out / 'checkpoints'}", file=sys.stderr)
+        else:
+            print(f"{out}: no checkpoint to resume from; starting at frame 0", file=sys.stderr)
     record = {**to_dict(cfg), "stream": info.name, "class_names": list(info.class_names)}
     atomic_write_text(out / "config.json", json.dumps({**record, "fingerprint": fingerprint}, indent=2))
     total = min(cfg.frames or info.num_frames, info.num_frames)
     if int(state.cursor) >= total and per_frame is not None:  # killed after the last save, before summary
         print("all frames were already processed; writing the outputs", file=sys.stderr)
+        ckpt.close()
         return _finish(args, cfg, source, out, StreamResult(state, per_frame, 0.0, 0.0), student_flops)
 
     writer = None
@@ -516,48 +319,43 @@ def _run_locked(args: argparse.Namespace, cfg: RunConfig, source: StreamSource, 
         name = "video.mp4" if int(state.cursor) == 0 else f"video_from_{int(state.cursor)}.mp4"
         writer = VideoWriter(out / name, fps=info.fps or 30.0, num_classes=info.num_classes)
 
-    def on_chunk(st: Any, chunk: Any, stats: dict[str, np.ndarray], pf: dict[str, np.ndarray]) -> None:
-        if writer is not None:
-            writer.write(chunk.frames, chunk.labels, stats["pred"], stats["teacher"], valid=chunk.valid)
-        if ckpt is not None:
-            ckpt.on_chunk(st, chunk, stats, pf)
+    def on_chunk(chunk: Any, stats: dict[str, np.ndarray], pf: dict[str, np.ndarray]) -> None:
+        writer.write(chunk.frames, chunk.labels, stats["pred"], stats["teacher"], valid=chunk.valid)
 
-    import signal
+    # The first SIGINT/SIGTERM stops the run at the next chunk boundary and saves it there; a second
+    # Ctrl-C exits at once (GracefulStop raises KeyboardInterrupt).
+    with GracefulStop() as stop:
+        try:
+            run = run_stream
+            if args.live:
+                from jitnet_jax.online.live import stream_runner
 
-    def _stop(signum: int, frame: Any) -> None:
-        stop["flag"] = True
-
-    old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        run = run_stream
-        if args.live:
-            from jitnet_jax.online.live import stream_runner
-
-            run = stream_runner(
-                source.frames, source.open_teacher(out / "labels"), args.audit_every, cfg.frames
+                run = stream_runner(
+                    source.frames, source.open_teacher(out / "labels"), args.audit_every, cfg.frames
+                )
+            result: StreamResult = run(
+                source,
+                cfg.online,
+                state=state,
+                per_frame=per_frame,
+                max_frames=total,
+                keep_preds=writer is not None,
+                on_chunk=on_chunk if writer is not None else None,
+                checkpointer=ckpt,
+                progress=not args.no_progress,
+                should_stop=stop.is_set,
             )
-        result: StreamResult = run(
-            source,
-            cfg.online,
-            state=state,
-            per_frame=per_frame,
-            max_frames=total,
-            keep_preds=writer is not None,
-            on_chunk=on_chunk,
-            progress=not args.no_progress,
-            should_stop=lambda: stop["flag"],
-        )
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        if writer is not None:
-            writer.close()
-    if ckpt is not None:
-        ckpt.save(result.state, result.per_frame)
-        ckpt.close()
-    if stop["flag"]:
+        finally:
+            if writer is not None:
+                writer.close()
+    stopped = stop.is_set()
+    if args.checkpoint_every or args.resume or stopped:
+        ckpt.save(result.state, result.per_frame)  # no-op when the stop already saved this cursor
+    ckpt.close()
+    if stopped:
+        cursor = int(result.state.cursor)
         print(
-            f"interrupted at frame {int(result.state.cursor)}; resume with --resume --out {out}",
+            f"interrupted at frame {cursor}; saved a checkpoint there; resume with --resume --out {out}",
             file=sys.stderr,
         )
         return 130

@@ -33,10 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from experiments.stream import add_config_flags
 from jitnet_jax.compile_cache import add_compile_cache_flag, enable_compile_cache
 from jitnet_jax.host_memory import keep_freed_memory
 from jitnet_jax.io import atomic_write_text, lock_output
+from jitnet_jax.run_config import add_config_flags, make_config
+from teacher.sources import open_source
 
 SUMMARY_KEYS = (
     "miou",
@@ -86,7 +87,6 @@ def _stream_args(args: argparse.Namespace, name: str) -> argparse.Namespace:
 
 def open_sources(args: argparse.Namespace, cfg: Any) -> list[Any]:
     """The stream sources (one unless ``--streams``)."""
-    from experiments.stream import open_source
 
     names = [s.strip() for s in args.streams.split(",") if s.strip()] if args.streams else [args.stream]
     if len(names) > 1 and not args.lvs:
@@ -176,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from experiments.stream import make_config
     from jitnet_jax.sweep import make_grid, parse_grid
 
     cfg = make_config(args)

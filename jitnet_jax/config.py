@@ -216,21 +216,27 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Rebuild a (nested) config dataclass from ``to_dict`` output; unknown keys are errors."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+def from_dict(cls: type[T], data: dict[str, Any], base: T | None = None) -> T:
+    """Rebuild a (nested) config dataclass from ``to_dict`` output; unknown keys are errors.
+
+    ``base``: the config that fields absent from ``data`` keep (default: the class defaults), so a partial
+    dict (a hand-written ``--config`` file) changes only what it names."""
+    base = cls() if base is None else base
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
             raise ValueError(f"unknown config field {cls.__name__}.{key}")
-        default = getattr(cls(), key)
+        default = getattr(base, key)
         if dataclasses.is_dataclass(default):
-            kwargs[key] = from_dict(type(default), value)
+            if not isinstance(value, dict):
+                raise ValueError(f"config field {cls.__name__}.{key} must be an object, got {value!r}")
+            kwargs[key] = from_dict(type(default), value, default)
         elif isinstance(default, tuple):
             kwargs[key] = tuple(value)
         else:
             kwargs[key] = value
-    return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs)  # type: ignore[type-var]
 
 
 def _coerce(text: str, default: Any, path: str) -> Any:

@@ -263,10 +263,15 @@ def test_audit_and_resume_change_nothing_and_never_relabel(world, tmp_path) -> N
     saved: dict = {}
     syncs = {"n": 0}
 
-    def on_chunk(state, chunk, stats, pf) -> None:
-        syncs["n"] += 1
-        if syncs["n"] == 2:
-            saved["state"], saved["pf"] = to_host(state), {k: v.copy() for k, v in pf.items()}
+    class SaveAtSecondSync:  # the pipeline's checkpointer protocol: asked once per sync
+        def due(self, start: int, end: int) -> bool:
+            syncs["n"] += 1
+            return syncs["n"] == 2
+
+        def save(self, state, pf) -> bool:
+            if "state" not in saved:  # the first save; the stop saves again
+                saved["state"], saved["pf"] = to_host(state), {k: v.copy() for k, v in pf.items()}
+            return True
 
     first = run_live(
         _Frames(stream),
@@ -274,7 +279,7 @@ def test_audit_and_resume_change_nothing_and_never_relabel(world, tmp_path) -> N
         CFG,
         jax.random.key(0),
         audit_every=3,
-        on_chunk=on_chunk,
+        checkpointer=SaveAtSecondSync(),
         progress=False,
         should_stop=lambda: syncs["n"] >= 5,
         compiled=compiled,

@@ -68,7 +68,7 @@ def replay_run(source, checkpoints):
     with StreamCheckpointer(
         checkpoints, make_fingerprint(REPLAY, source.info), every_frames=8, keep=5
     ) as ckpt:
-        return run_stream(source, REPLAY, state=state, progress=False, on_chunk=ckpt.on_chunk_callback())
+        return run_stream(source, REPLAY, state=state, progress=False, checkpointer=ckpt)
 
 
 def test_replay_config_is_validated() -> None:

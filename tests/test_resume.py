@@ -52,16 +52,20 @@ VOLATILE = {"wall_s", "compile_s", "student_ms_per_frame"}
 DRIVER = r"""
 import inspect, os, sys, time
 mode, marker = os.environ["RESUME_TEST_MODE"], os.environ["RESUME_TEST_MARKER"]
-if mode == "slow":  # a pause after every chunk, so the test can kill between chunks
+if mode in ("slow", "sigint"):  # a pause after every chunk, so the test can stop it between chunks
     from jitnet_jax.online import checkpoint as ck
-    orig = ck.StreamCheckpointer.on_chunk
-    def on_chunk(self, *a, **k):
-        r = orig(self, *a, **k)
-        if r:
-            open(marker, "a").write(f"{len(a[3]['frame'])}\n")
+    orig_due, orig_save = ck.StreamCheckpointer.due, ck.StreamCheckpointer.save
+    def due(self, start, end):
+        if mode == "sigint":
+            open(marker, "a").write(f"{end}\n")  # the chunks dispatched so far
         time.sleep(0.5)
+        return orig_due(self, start, end)
+    def save(self, state, per_frame):
+        r = orig_save(self, state, per_frame)
+        if r and mode == "slow":
+            open(marker, "a").write(f"{len(per_frame['frame'])}\n")
         return r
-    ck.StreamCheckpointer.on_chunk = on_chunk
+    ck.StreamCheckpointer.due, ck.StreamCheckpointer.save = due, save
 elif mode == "hang_in_save":  # the second save hangs after writing its data, before orbax's atomic rename
     import orbax.checkpoint._src.path.atomicity as atom
     orig_fin = atom.AtomicRenameTemporaryPath.finalize
@@ -193,6 +197,59 @@ def test_sigkill_then_resume_matches_uninterrupted(reference, tmp_path, capsys):
     assert rc == 0, err
     assert "resumed at frame" in err
     _assert_same_run(reference, out)
+
+
+#: FLAGS without periodic checkpoints (``--checkpoint-every``): only a stop saves.
+NO_PERIODIC = FLAGS[: FLAGS.index("--checkpoint-every")]
+
+
+def _start_plain(out: Path, mode: str, marker: Path) -> subprocess.Popen:
+    env = {**_env(), "RESUME_TEST_MODE": mode, "RESUME_TEST_MARKER": str(marker)}
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, "--out", str(out), *NO_PERIODIC],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_sigint_saves_a_checkpoint_and_resume_matches_uninterrupted(reference, tmp_path, capsys):
+    """Ctrl-C without ``--checkpoint-every``: the run stops at the next chunk boundary, saves a checkpoint
+    there and says so; ``--resume`` continues from it (not from frame 0) and ends like an uninterrupted run."""
+    from jitnet_jax.online.checkpoint import StreamCheckpointer
+
+    out, marker = tmp_path / "interrupted", tmp_path / "chunks.txt"
+    proc = _start_plain(out, "sigint", marker)
+    _wait_for(lambda: marker.exists() and len(marker.read_text().split()) >= 2, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "saved a checkpoint there" in err, err
+    cursors = StreamCheckpointer(out / "checkpoints", {}, every_frames=0).steps()
+    assert len(cursors) == 1 and 0 < cursors[0] < 24, cursors
+    assert f"interrupted at frame {cursors[0]}" in err, err
+    capsys.readouterr()
+    from experiments.stream import main
+
+    assert main(["--out", str(out), *NO_PERIODIC, "--resume"]) == 0
+    assert f"resumed at frame {cursors[0]}" in capsys.readouterr().err
+    assert (out / "per_frame.csv").read_text() == (reference / "per_frame.csv").read_text()
+    assert _summary(out) == _summary(reference)
+
+
+def test_second_sigint_exits_at_once(tmp_path):
+    """A second Ctrl-C is not swallowed: the process ends at once with a one-line message."""
+    out, marker = tmp_path / "twice", tmp_path / "chunks.txt"
+    proc = _start_plain(out, "sigint", marker)
+    _wait_for(lambda: marker.exists() and len(marker.read_text().split()) >= 1, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted twice" in err and "Traceback" not in err, err
 
 
 def test_kill_during_save_keeps_previous_checkpoint(reference, tmp_path, capsys):

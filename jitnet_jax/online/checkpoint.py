@@ -19,15 +19,12 @@ so a save never reads buffers that the next chunk call donates. Retention keeps 
 Typical use (see ``experiments/stream.py``)::
 
     ckpt = StreamCheckpointer(out / "checkpoints", make_fingerprint(cfg, source.info), every_frames=256)
-    state, per_frame = None, None
-    if resume and (restored := ckpt.restore_latest(new_state(cfg, key, (h, w)))) is not None:
+    state, per_frame = new_state(cfg, key, (h, w)), None
+    if resume and (restored := ckpt.restore_latest(state)) is not None:
         state, per_frame = restored
-    with GracefulStop() as stop:
-        try:
-            result = run_stream(source, cfg, key, state=state, per_frame=per_frame,
-                                on_chunk=ckpt.on_chunk_callback(stop))
-        except Interrupted as e:
-            ...  # e.cursor frames are saved; rerun with --resume
+    with GracefulStop() as stop:  # SIGINT/SIGTERM: stop at the next chunk boundary and save there
+        result = run_stream(source, cfg, state=state, per_frame=per_frame, checkpointer=ckpt,
+                            should_stop=stop.is_set)
     ckpt.save(result.state, result.per_frame)
     ckpt.close()
 """
@@ -138,7 +135,7 @@ def make_fingerprint(cfg: Any, info: Any = None, **extra: Any) -> dict[str, Any]
     Args:
       cfg: a config dataclass. An :class:`~jitnet_jax.online.engine.OnlineConfig` gives ``model.*``,
         ``optim.*`` and ``online.*`` fields (its ``chunk_size`` is left out); any other dataclass (e.g.
-        ``experiments.stream.RunConfig``) is flattened whole by dotted path (``online.a_thr``,
+        ``jitnet_jax.run_config.RunConfig``) is flattened whole by dotted path (``online.a_thr``,
         ``online.student.optim.lr``, ``seed``, ...).
       info: the source's :class:`~jitnet_jax.data.types.StreamInfo` (optional): ``stream.name``,
         ``stream.height``, ``stream.width``, ``stream.class_names``, ``stream.teacher``.
@@ -276,21 +273,31 @@ class StreamCheckpointer:
         self.keep = int(keep)
         self.name = name if name is not None else str(self.directory)
         self._log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=self.keep,
-            create=True,
-            enable_async_checkpointing=False,  # the state is a few MB; synchronous keeps saves simple
-            cleanup_tmp_directories=True,  # partial saves of a killed process
-        )
-        self._manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "per_frame", "meta")
-        )
+        self._manager_: ocp.CheckpointManager | None = None
         self._last_cursor: int | None = None
+
+    @property
+    def _manager(self) -> ocp.CheckpointManager:
+        """The orbax manager, made (and the directory created) on first use: a run that is never
+        interrupted and saves nothing periodically leaves no checkpoint folder."""
+        if self._manager_ is None:
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=self.keep,
+                create=True,
+                enable_async_checkpointing=False,  # the state is a few MB; synchronous keeps saves simple
+                cleanup_tmp_directories=True,  # partial saves of a killed process
+            )
+            self._manager_ = ocp.CheckpointManager(
+                self.directory, options=options, item_names=("state", "per_frame", "meta")
+            )
+        return self._manager_
 
     # ---- queries -------------------------------------------------------------------------------
 
     def steps(self) -> list[int]:
         """Cursors of the complete checkpoints on disk, ascending."""
+        if self._manager_ is None and not self.directory.is_dir():
+            return []
         self._manager.reload()
         return sorted(int(s) for s in self._manager.all_steps())
 
@@ -343,14 +350,20 @@ class StreamCheckpointer:
             ) from None
         return True
 
+    def due(self, start: int, end: int) -> bool:
+        """Whether a periodic save is due once frames ``[start, end)`` are done: the cursor crossed a
+        multiple of ``every_frames`` (what the host pipeline asks before it copies the state)."""
+        return bool(self.every_frames) and end // self.every_frames > start // self.every_frames
+
     def on_chunk(self, state: Any, chunk: Any, stats: Any, per_frame: dict[str, np.ndarray]) -> bool:
-        """``run_stream``'s ``on_chunk``: save when the cursor crossed a multiple of ``every_frames``."""
+        """Save when the cursor crossed a multiple of ``every_frames`` since the last call (a hand-driven
+        loop's per-chunk hook; the host pipeline asks :meth:`due` instead)."""
         cursor = len(per_frame["frame"])
         prev = self._last_cursor
         if prev is None:  # first chunk of this process: it started at the chunk's first frame
             prev = int(chunk.start) if chunk is not None else 0
         self._last_cursor = cursor
-        if self.every_frames and cursor // self.every_frames > prev // self.every_frames:
+        if self.due(prev, cursor):
             return self.save(state, per_frame)
         return False
 
@@ -434,8 +447,9 @@ class StreamCheckpointer:
         return None
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        if self._manager_ is not None:
+            self._manager_.wait_until_finished()
+            self._manager_.close()
 
     def __enter__(self) -> StreamCheckpointer:
         return self

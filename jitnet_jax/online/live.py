@@ -42,16 +42,11 @@ import numpy as np
 from jitnet_jax.data.label_store import DataError
 from jitnet_jax.data.prefetch import prefetch
 from jitnet_jax.data.types import IGNORE_LABEL, Chunk, StreamInfo
+from jitnet_jax.data.video_frames import VideoFrames
 from jitnet_jax.online.engine import Knobs, OnlineConfig, OnlineState
-from jitnet_jax.online.runner import (
-    LABEL_DTYPE,
-    WEIGHT_DTYPE,
-    PerFrameBuffer,
-    StreamResult,
-    chunk_per_frame,
-    compile_chunk,
-    new_state,
-)
+from jitnet_jax.online.pipeline import Checkpointing, ChunkPipeline, Progress, Synced
+from jitnet_jax.online.rows import PerFrameBuffer, chunk_per_frame, concat_per_frame
+from jitnet_jax.online.runner import LABEL_DTYPE, WEIGHT_DTYPE, StreamResult, compile_chunk, new_state
 from jitnet_jax.student.metrics import iou_from_counts
 
 TRAIN = "train"
@@ -162,8 +157,8 @@ def run_live(
     max_frames: int | None = None,
     audit_every: int = 0,
     keep_preds: bool = False,
-    on_chunk: Callable[[OnlineState, Chunk, dict[str, np.ndarray], dict[str, np.ndarray]], None]
-    | None = None,
+    on_chunk: Callable[[Chunk, dict[str, np.ndarray], dict[str, np.ndarray]], None] | None = None,
+    checkpointer: Checkpointing | None = None,
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
     compiled: Any | None = None,
@@ -182,11 +177,10 @@ def run_live(
       max_frames: stop after this many stream frames.
       audit_every: also label every K-th frame, for scoring only (0: no audit).
       keep_preds: keep predictions in the stats passed to ``on_chunk`` (``stats["pred"]``).
-      on_chunk: called once per teacher frame (at the host sync) with ``(state, chunk, stats,
-        per_frame_so_far)``: ``chunk`` and ``stats`` join every chunk since the previous call (padding
-        dropped), ``state`` is the state after them (it must not be kept: the next dispatch donates it).
-        The same contract as :func:`~jitnet_jax.online.runner.run_stream`'s, so the same video writer
-        and checkpointer work.
+      on_chunk: called once per teacher frame (at the host sync) with ``(chunk, stats, per_frame_so_far)``:
+        ``chunk`` and ``stats`` join every chunk since the previous call (padding dropped). The same
+        contract as :func:`~jitnet_jax.online.runner.run_stream`'s, so the same video writer works.
+      checkpointer: saves the state at the syncs where it says a save is due, and at a stop.
       should_stop: polled at every host sync; True ends the run there (the result is consistent).
       compiled: a :func:`~jitnet_jax.online.runner.compile_chunk` executable to reuse (None: compile).
       overlap_teacher: call the teacher while the device computes the segment's student-only chunks
@@ -217,7 +211,6 @@ def run_live(
     cursor, next_t = (int(x) for x in jax.device_get((state.cursor, state.next_teacher)))
     if per_frame is not None and len(per_frame["frame"]) != cursor:
         raise ValueError(f"per-frame stats hold {len(per_frame['frame'])} frames, state is at {cursor}")
-    rows_so_far = PerFrameBuffer(info.num_classes, per_frame)
     knobs = Knobs.from_config(cfg)
     t_chunk, h, w = cfg.chunk_size, info.height, info.width
     t0 = time.perf_counter()
@@ -225,27 +218,49 @@ def run_live(
         compiled = compile_chunk(cfg, state, h, w, keep_preds, keep_executable=True)
     compile_s = time.perf_counter() - t0
 
-    total_hint = info.num_frames if limit is None else min(info.num_frames, limit)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=total_hint, initial=cursor, unit="frame", desc=f"{info.name} (live)", dynamic_ncols=True
-        )
-
+    buffers = [PerFrameBuffer(info.num_classes, per_frame)]
+    pf0 = buffers[0].view()
+    sel0 = audit_mask(pf0["frame"], audit_every)
+    audited: list[int] = [int(f) for f in pf0["frame"][sel0]]
+    audit_tot = {k: pf0[k][sel0].sum(0) for k in ("tp", "fp", "fn")}
     teacher_s: list[float] = []
     audit_s: list[float] = []
-    reused = 0
-    syncs = 0
-    pf0 = rows_so_far.view()
-    audited: list[int] = [int(f) for f in pf0["frame"][audit_mask(pf0["frame"], audit_every)]]
-    tp_a = np.zeros(info.num_classes, np.int64)
-    fp_a, fn_a = tp_a.copy(), tp_a.copy()
-    if audited:
-        sel = audit_mask(pf0["frame"], audit_every)
-        tp_a, fp_a, fn_a = (pf0[k][sel].sum(0) for k in ("tp", "fp", "fn"))
-    teach = int(pf0["teacher"].sum())
+    counts = {"reused": 0, "syncs": 0, "teach": int(pf0["teacher"].sum())}
+    audit_pause = 0.0
+
+    def postfix(synced: Synced, _: Any) -> dict[str, Any]:
+        post = {"teacher": f"{len(teacher_s)} calls ({100 * counts['teach'] / max(cursor, 1):.1f}%)"}
+        post["delta"] = int(synced.rows[0]["delta"][-1])
+        if audit_every:
+            post["audit mIoU"] = f"{iou_from_counts(*audit_tot.values())['miou']:.3f}"
+        return post
+
+    total_hint = info.num_frames if limit is None else min(info.num_frames, limit)
+    bar = Progress(total_hint, cursor, f"{info.name} (live)", postfix) if progress else None
+
+    def segment_rows(chunks: list[Chunk], stats: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        parts = [chunk_per_frame(c, s) for c, s in zip(chunks, stats)]
+        for rows in parts:
+            sel = audit_mask(rows["frame"], audit_every)
+            for k in audit_tot:
+                audit_tot[k] = audit_tot[k] + rows[k][sel].sum(0)
+            counts["teach"] += int(rows["teacher"].sum())
+        return [concat_per_frame(parts, info.num_classes)]
+
+    merged_on_chunk = None
+    if on_chunk is not None:
+        merged_on_chunk = lambda chunks, stats, pf: on_chunk(*_merge(chunks, stats), pf)  # noqa: E731
+    # ahead=0: the segment is read at once (the next teacher frame decides the next segment)
+    pipe = ChunkPipeline(
+        state,
+        segment_rows,
+        buffers,
+        ahead=0,
+        on_chunk=merged_on_chunk,
+        checkpointer=checkpointer,
+        should_stop=should_stop,
+        progress=bar,
+    )
 
     stream_end = limit if limit is not None else np.iinfo(np.int64).max
     source = prefetch(frames.frames(cursor), prefetch_depth) if cursor < stream_end else iter(())
@@ -262,11 +277,11 @@ def run_live(
                 break
         return out
 
-    def label_for(index: int, frame: np.ndarray, purpose: str, busy: Any) -> TeacherLabel:
-        nonlocal reused, syncs, audit_pause
+    def label_for(index: int, frame: np.ndarray, purpose: str) -> TeacherLabel:
+        nonlocal audit_pause
         if purpose == AUDIT:
-            syncs += 1
-            jax.block_until_ready(busy)  # nothing of the student overlaps (or is slowed by) the audit
+            counts["syncs"] += 1
+            jax.block_until_ready(pipe.state)  # nothing of the student overlaps (or is slowed by) the audit
             t_a = time.perf_counter()
             lab = teacher(index, frame, purpose)
             audit_pause += time.perf_counter() - t_a
@@ -274,11 +289,11 @@ def run_live(
                 audit_s.append(lab.seconds)
         else:
             if not overlap_teacher:
-                jax.block_until_ready(busy)
+                jax.block_until_ready(pipe.state)
             lab = teacher(index, frame, purpose)
             if lab.ran:
                 teacher_s.append(lab.seconds)
-        reused += not lab.ran
+        counts["reused"] += not lab.ran
         if lab.labels.shape != (h, w) or lab.weights.shape != (h, w):
             raise DataError(
                 f"teacher label of frame {index} has shape {lab.labels.shape}/{lab.weights.shape}, "
@@ -286,14 +301,14 @@ def run_live(
             )
         return lab
 
-    pending: list[tuple[Chunk, Any]] = []
-    audit_pause = 0.0
-    stopped = False
     t_loop = time.perf_counter()
     try:
-        while not exhausted and cursor < stream_end:
+        while not exhausted and cursor < stream_end and not pipe.stopped:
             # With a teacher ``delay`` frames late the segment runs on to the frame where the label arrives
             # (the update happens there; the next teacher frame, after it, is known at the sync).
+            seg_start = cursor
+            chunks: list[Chunk] = []
+            stats: list[Any] = []
             for a, b in plan_segment(cursor, next_t + delay, int(stream_end), t_chunk):
                 got = take(b - a)
                 n = len(got)
@@ -307,79 +322,52 @@ def run_live(
                     index = a + i
                     purpose = TRAIN if index == next_t else AUDIT if audit_mask(index, audit_every) else None
                     if purpose is not None:
-                        lab = label_for(index, big, purpose, state)
+                        lab = label_for(index, big, purpose)
                         labels[i], weights[i] = lab.labels, lab.weights
                         if purpose == AUDIT:
                             audited.append(index)
                 valid = np.arange(t_chunk) < n
-                chunk = Chunk(buf, labels, weights, valid, a)
-                state, stats = compiled(knobs, state, buf, labels, weights, valid)
-                pending.append((chunk, stats))
+                chunks.append(Chunk(buf, labels, weights, valid, a))
+                stats.append(pipe.step(lambda s, x=(buf, labels, weights, valid): compiled(knobs, s, *x)))
                 cursor = a + n
-            if not pending:
+            if not chunks:
                 break
             # The one host sync per teacher frame: the stats of the segment and the next teacher frame.
-            syncs += 1
-            host_stats, next_t = jax.device_get(([s for _, s in pending], state.next_teacher))
-            next_t = int(next_t)
-            parts = [chunk_per_frame(c, s) for (c, _), s in zip(pending, host_stats)]
-            for rows in parts:
-                rows_so_far.append(rows)
-                sel = audit_mask(rows["frame"], audit_every)
-                tp_a += rows["tp"][sel].sum(0)
-                fp_a += rows["fp"][sel].sum(0)
-                fn_a += rows["fn"][sel].sum(0)
-                teach += int(rows["teacher"].sum())
-            if bar is not None:
-                done = sum(len(r["frame"]) for r in parts)
-                post = {"teacher": f"{len(teacher_s)} calls ({100 * teach / max(cursor, 1):.1f}%)"}
-                post["delta"] = int(parts[-1]["delta"][-1])
-                if audit_every:
-                    post["audit mIoU"] = f"{iou_from_counts(tp_a, fp_a, fn_a)['miou']:.3f}"
-                bar.update(done)
-                bar.set_postfix(post)
-            if on_chunk is not None:
-                merged_chunk, merged_stats = _merge(pending, host_stats)
-                on_chunk(state, merged_chunk, merged_stats, rows_so_far.view())
-            pending = []
-            if should_stop is not None and should_stop():
-                stopped = True
-                break
+            counts["syncs"] += 1
+            (synced,) = pipe.submit(chunks, stats, seg_start, cursor, extra=pipe.state.next_teacher)
+            next_t = int(synced.extra)
+        pipe.drain()
     finally:
         if bar is not None:
             bar.close()
     loop_s = time.perf_counter() - t_loop - audit_pause
     if cursor == 0 and exhausted:
         raise DataError(f"stream {info.name}: no frames")
-    pf = {k: v.copy() for k, v in rows_so_far.view().items()}
     return LiveResult(
-        state=state,
-        per_frame=pf,
+        state=pipe.state,
+        per_frame=pipe.per_frame()[0],
         wall_s=loop_s,
         compile_s=compile_s,
         teacher_s=np.asarray(teacher_s, np.float64),
         audit_s=np.asarray(audit_s, np.float64),
-        reused=reused,
+        reused=counts["reused"],
         audit_frames=np.asarray(sorted(set(audited)), np.int64),
-        syncs=syncs,
+        syncs=counts["syncs"],
         loop_s=loop_s,
         audit_wall_s=audit_pause,
-        stopped=stopped,
+        stopped=pipe.stopped,
     )
 
 
-def _merge(pending: list[tuple[Chunk, Any]], host_stats: list[dict[str, np.ndarray]]) -> tuple[Chunk, dict]:
+def _merge(chunks: list[Chunk], stats: list[dict[str, np.ndarray]]) -> tuple[Chunk, dict]:
     """One chunk (valid frames only) and its stats from the chunks of a segment."""
-    keep = [c.valid for c, _ in pending]
+    keep = [c.valid for c in chunks]
     chunk = Chunk(
-        np.concatenate([c.frames[k] for (c, _), k in zip(pending, keep)]),
-        np.concatenate([c.labels[k] for (c, _), k in zip(pending, keep)]),
-        np.concatenate([c.weights[k] for (c, _), k in zip(pending, keep)]),
-        np.concatenate([c.valid[k] for (c, _), k in zip(pending, keep)]),
-        pending[0][0].start,
+        *(np.concatenate([getattr(c, f)[k] for c, k in zip(chunks, keep)]) for f in Chunk._fields[:4]),
+        chunks[0].start,
     )
-    stats = {key: np.concatenate([s[key][k] for s, k in zip(host_stats, keep)]) for key in host_stats[0]}
-    return chunk, stats
+    merged = {key: np.concatenate([s[key][k] for s, k in zip(stats, keep)]) for key in stats[0]}
+    return chunk, merged
 
 
 #: Live mode's controller defaults, used where the command line leaves them unset (the paper's are
@@ -515,63 +503,6 @@ def live_summary(result: LiveResult, audit_every: int, class_names: tuple[str, .
     return out
 
 
-class VideoFrames:
-    """:class:`LiveFrames` of one or more video files decoded once (native size for the teacher, resized
-    with an area (box) filter to ``(height, width)`` for the student).
-
-    ``info.num_frames`` comes from the container (an estimate; nothing is decoded twice). Missing,
-    unreadable or empty videos raise :class:`~jitnet_jax.data.video.VideoError` (one line).
-    """
-
-    def __init__(
-        self,
-        paths: list[str],
-        height: int,
-        width: int,
-        name: str,
-        class_names: tuple[str, ...],
-        teacher: str,
-    ) -> None:
-        from jitnet_jax.data.video import probe
-
-        if not paths:
-            raise DataError(f"stream {name}: no video files")
-        metas = [probe(p) for p in paths]
-        estimate = sum(_frames_estimate(p) for p in paths)
-        self.paths = list(paths)
-        self.info = StreamInfo(name, max(estimate, 1), height, width, metas[0].fps, class_names, teacher)
-
-    def frames(self, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        from PIL import Image
-
-        from jitnet_jax.data.video import read_videos
-
-        h, w = self.info.height, self.info.width
-        n = 0
-        for big in read_videos(self.paths, None, start=start):
-            n += 1
-            if big.shape[:2] == (h, w):
-                small = big
-            else:
-                small = np.asarray(Image.fromarray(big).resize((w, h), Image.BOX))
-            yield small, big
-        if n == 0 and start == 0:
-            raise DataError(f"{self.paths[0]}: no decodable video frames")
-
-
-def _frames_estimate(path: str) -> int:
-    """Frame count from the container's duration and fps (no decoding); 0 if unknown."""
-    import imageio_ffmpeg
-
-    try:
-        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
-        meta = gen.__next__()
-        gen.close()
-        return int(round(float(meta.get("duration") or 0) * float(meta.get("fps") or 0)))
-    except (RuntimeError, OSError, StopIteration, TypeError, ValueError):
-        return 0
-
-
 __all__ = [
     "AUDIT",
     "LIVE_DEFAULTS",
@@ -580,7 +511,7 @@ __all__ = [
     "LiveResult",
     "LiveTeacher",
     "TeacherLabel",
-    "VideoFrames",
+    "VideoFrames",  # from jitnet_jax.data.video_frames
     "audit_mask",
     "live_config",
     "live_summary",

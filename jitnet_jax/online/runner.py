@@ -1,7 +1,8 @@
-"""Host side of the online loop: feed a stream source chunk by chunk to the compiled ``run_chunk``.
+"""A single run: the engine's ``run_chunk`` compiled for a stream, fed chunk by chunk by the host pipeline.
 
-Chunks are decoded in a background thread (:func:`~jitnet_jax.data.prefetch.prefetch`) while the device
-works on the previous one; per-frame statistics come back to the host once per chunk.
+Chunks are decoded and copied to the device in a background thread (:func:`~jitnet_jax.data.prefetch.prefetch`)
+while the device works on the previous one; per-frame statistics come back to the host once per chunk
+(:class:`~jitnet_jax.online.pipeline.ChunkPipeline`, the host loop every mode shares).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jitnet_jax.data.prefetch import prefetch
@@ -20,10 +20,33 @@ from jitnet_jax.data.types import Chunk, StreamSource
 from jitnet_jax.eval.costs import CostModel
 from jitnet_jax.eval.summary import summarize_per_frame
 from jitnet_jax.online.engine import Knobs, OnlineConfig, OnlineState, init_online_state, make_run_chunk
+from jitnet_jax.online.pipeline import Checkpointing, ChunkPipeline, Progress, device_chunks
+from jitnet_jax.online.rows import (
+    PER_FRAME_KEYS,
+    PerFrameBuffer,
+    chunk_per_frame,
+    concat_per_frame,
+    confusion_from_per_frame,
+    empty_per_frame,
+)
 from jitnet_jax.student.metrics import iou_from_counts
 from jitnet_jax.student.step import init_state
 
-PER_FRAME_KEYS = ("frame", "teacher", "updates", "delta", "acc", "tp", "fp", "fn")
+__all__ = [  # the per-frame helpers live in online.rows; importable from here too
+    "PER_FRAME_KEYS",
+    "PerFrameBuffer",
+    "StreamResult",
+    "chunk_per_frame",
+    "compile_chunk",
+    "concat_per_frame",
+    "confusion_from_per_frame",
+    "empty_per_frame",
+    "limit_chunks",
+    "lower_chunk",
+    "new_state",
+    "run_stream",
+]
+
 #: dtypes of a chunk's labels and weights as the compiled ``run_chunk`` receives them.
 LABEL_DTYPE = np.uint8
 WEIGHT_DTYPE = np.uint8  # the region map (0 ignore, 1 background, 2 box; jitnet_jax.data.types)
@@ -57,82 +80,6 @@ class StreamResult:
     per_frame: dict[str, np.ndarray]
     wall_s: float
     compile_s: float
-
-
-def empty_per_frame(num_classes: int) -> dict[str, np.ndarray]:
-    """Per-frame arrays of length 0 (the start of a fresh run)."""
-    out = {
-        "frame": np.zeros(0, np.int64),
-        "teacher": np.zeros(0, bool),
-        "updates": np.zeros(0, np.int32),
-        "delta": np.zeros(0, np.int32),
-        "acc": np.zeros(0, np.float32),
-    }
-    for k in ("tp", "fp", "fn"):
-        out[k] = np.zeros((0, num_classes), np.int64)
-    return out
-
-
-def chunk_per_frame(chunk: Chunk, stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Host per-frame rows of one chunk's device stats (padding frames dropped)."""
-    n = int(chunk.valid.sum())
-    conf = np.asarray(stats["confusion"][:n], np.int64)
-    tp = np.diagonal(conf, axis1=1, axis2=2)
-    return {
-        "frame": np.arange(chunk.start, chunk.start + n, dtype=np.int64),
-        "teacher": np.asarray(stats["teacher"][:n], bool),
-        "updates": np.asarray(stats["updates"][:n], np.int32),
-        "delta": np.asarray(stats["delta"][:n], np.int32),
-        "acc": np.asarray(stats["acc"][:n], np.float32),
-        "tp": tp,
-        "fp": conf.sum(1) - tp,
-        "fn": conf.sum(2) - tp,
-    }
-
-
-def concat_per_frame(parts: list[dict[str, np.ndarray]], num_classes: int) -> dict[str, np.ndarray]:
-    """Concatenate per-frame dicts."""
-    if not parts:
-        return empty_per_frame(num_classes)
-    return {k: np.concatenate([p[k] for p in parts]) for k in PER_FRAME_KEYS}
-
-
-class PerFrameBuffer:
-    """Per-frame stats appended chunk by chunk into arrays that grow by doubling.
-
-    ``view()`` returns the rows so far as numpy views (no copy), so handing "the stats so far" to a
-    callback after every chunk costs O(1) instead of re-concatenating the whole stream each time.
-    A view stays correct after later appends (rows are never rewritten), but does not grow.
-    """
-
-    def __init__(self, num_classes: int, initial: dict[str, np.ndarray] | None = None) -> None:
-        self._data = empty_per_frame(num_classes)
-        self._n = 0
-        if initial is not None and len(initial["frame"]):
-            self.append(initial)
-
-    def __len__(self) -> int:
-        return self._n
-
-    def append(self, rows: dict[str, np.ndarray]) -> None:
-        k = len(rows["frame"])
-        need = self._n + k
-        cap = len(self._data["frame"])
-        if need > cap:
-            new_cap = max(need, 2 * cap, 256)
-            grown = {}
-            for key, arr in self._data.items():
-                buf = np.zeros((new_cap, *arr.shape[1:]), arr.dtype)
-                buf[: self._n] = arr[: self._n]
-                grown[key] = buf
-            self._data = grown
-        for key in PER_FRAME_KEYS:
-            self._data[key][self._n : need] = rows[key]
-        self._n = need
-
-    def view(self) -> dict[str, np.ndarray]:
-        """The rows so far (views into the buffer)."""
-        return {k: v[: self._n] for k, v in self._data.items()}
 
 
 def _chunk_args(cfg: OnlineConfig, state: OnlineState, height: int, width: int) -> tuple[Any, ...]:
@@ -184,11 +131,6 @@ def compile_chunk(
     return load_or_compile("run_chunk", key, lower)[0]
 
 
-def confusion_from_per_frame(per_frame: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stream totals (tp, fp, fn), each int64 [C]."""
-    return per_frame["tp"].sum(0), per_frame["fp"].sum(0), per_frame["fn"].sum(0)
-
-
 def new_state(
     cfg: OnlineConfig, key: jax.Array, frame_shape: tuple[int, int], keep_executable: bool = False
 ) -> OnlineState:
@@ -220,28 +162,31 @@ def run_stream(
     per_frame: dict[str, np.ndarray] | None = None,
     max_frames: int | None = None,
     keep_preds: bool = False,
-    on_chunk: Callable[[OnlineState, Chunk, dict[str, np.ndarray], dict[str, np.ndarray]], None]
-    | None = None,
+    on_chunk: Callable[[Chunk, dict[str, np.ndarray], dict[str, np.ndarray]], None] | None = None,
+    checkpointer: Checkpointing | None = None,
     progress: bool = True,
     prefetch_depth: int = 2,
     should_stop: Callable[[], bool] | None = None,
     compiled: Any | None = None,
 ) -> StreamResult:
-    """Run online distillation over ``source``.
+    """Run online distillation over ``source`` (:class:`~jitnet_jax.online.pipeline.ChunkPipeline`: chunks
+    decoded and copied to the device in a background thread, one dispatched ahead, one host sync per chunk).
 
     Args:
       source: a :class:`~jitnet_jax.data.types.StreamSource`.
       cfg: online settings (validated here).
       key: PRNG key for a fresh student (ignored when ``state`` is given).
       state: resume from this state; the stream restarts at ``state.cursor``.
-      per_frame: per-frame stats of the frames before ``state.cursor`` (when resuming).
+      per_frame: per-frame rows of the frames before ``state.cursor`` (when resuming).
       max_frames: stop after this many stream frames (counted from frame 0).
-      keep_preds: keep predictions in the stats passed to ``on_chunk`` (``stats["pred"]``).
-      on_chunk: called after every chunk with ``(state, chunk, chunk_stats, per_frame_so_far)``;
-        used for videos, checkpoints and logging. ``state`` must not be kept across calls (donated).
+      keep_preds: keep predictions in the stats passed to ``on_chunk`` (``stats["pred"]`` uint8 ``[T, H, W]``).
+      on_chunk: called after every chunk with ``(chunk, chunk_stats, per_frame_so_far)`` (numpy), e.g. a
+        video writer.
+      checkpointer: saves the state where it says a save is due (a device copy is taken only then) and when
+        ``should_stop`` stops the run (:class:`~jitnet_jax.online.checkpoint.StreamCheckpointer`).
       progress: show a tqdm bar with frames/s, live mIoU, delta and teacher %.
-      should_stop: polled after every chunk; when it returns True the run stops there (e.g. on SIGTERM)
-        and the partial result is returned.
+      should_stop: polled after every chunk; when it returns True the run stops at that chunk boundary
+        (e.g. on SIGTERM) and the partial result is returned.
       compiled: a :func:`compile_chunk` executable for this config, state and frame size, to reuse
         across runs (None: compile here).
     """
@@ -260,74 +205,67 @@ def run_stream(
     start = int(state.cursor)
     if per_frame is not None and len(per_frame["frame"]) and int(per_frame["frame"][-1]) + 1 != start:
         raise ValueError(f"per-frame stats end at frame {int(per_frame['frame'][-1])}, state is at {start}")
-    rows_so_far = PerFrameBuffer(info.num_classes, per_frame)
     knobs = Knobs.from_config(cfg)
-    t_chunk = cfg.chunk_size
-    h, w = info.height, info.width
     t0 = time.perf_counter()
     if compiled is None:
-        compiled = compile_chunk(cfg, state, h, w, keep_preds)
+        compiled = compile_chunk(cfg, state, info.height, info.width, keep_preds)
     compile_s = time.perf_counter() - t0
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=start, unit="frame", desc=info.name, dynamic_ncols=True)
+    buffers = [PerFrameBuffer(info.num_classes, per_frame)]
+    bar = Progress(total, start, info.name, _stream_postfix(buffers[0])) if progress else None
+    pipe = ChunkPipeline(
+        state,
+        lambda chunk, stats: [chunk_per_frame(chunk, stats)],
+        buffers,
+        ahead=1,
+        on_chunk=on_chunk,
+        checkpointer=checkpointer,
+        should_stop=should_stop,
+        progress=bar,
+    )
+    put = jax.device_put
+    chunks = device_chunks(limit_chunks(source, cfg.chunk_size, total, start), lambda c: put(tuple(c[:4])))
     wall = 0.0
-    tp_sum, fp_sum, fn_sum = confusion_from_per_frame(rows_so_far.view())
-    teach = int(rows_so_far.view()["teacher"].sum())
-
-    def finish(chunk: Chunk, stats_dev: Any, state_after: OnlineState | None) -> None:
-        """Host work of one chunk: read its stats (the host sync), rows, progress bar, ``on_chunk``."""
-        nonlocal tp_sum, fp_sum, fn_sum, teach
-        stats = jax.device_get(stats_dev)  # the one host sync per chunk
-        rows = chunk_per_frame(chunk, stats)
-        rows_so_far.append(rows)
-        tp_sum += rows["tp"].sum(0)
-        fp_sum += rows["fp"].sum(0)
-        fn_sum += rows["fn"].sum(0)
-        teach += int(rows["teacher"].sum())
-        if bar is not None:
-            n_done = int(rows["frame"][-1]) + 1
-            miou = iou_from_counts(tp_sum, fp_sum, fn_sum)["miou"]
-            bar.update(len(rows["frame"]))
-            bar.set_postfix(
-                mIoU=f"{miou:.3f}", delta=int(rows["delta"][-1]), teacher=f"{100 * teach / n_done:.1f}%"
-            )
-        if on_chunk is not None:
-            on_chunk(state_after, chunk, stats, rows_so_far.view())
-
-    # Chunk k + 1 is dispatched before chunk k's stats are read, so the host's per-chunk work (rows,
-    # video, checkpoints) overlaps the device's compute. ``on_chunk`` needs the state after chunk k,
-    # which chunk k + 1 donates: a device-side copy is taken first (only when there is an ``on_chunk``).
-    pending: tuple[Chunk, Any, OnlineState | None] | None = None
     t_first: float | None = None
     try:
-        for chunk in prefetch(limit_chunks(source, t_chunk, total, start), prefetch_depth):
+        for chunk, arrays in prefetch(chunks, prefetch_depth):
             if t_first is None:
                 t_first = time.perf_counter()
-            keep = jax.tree_util.tree_map(jnp.copy, state) if on_chunk is not None else None
-            state, stats_dev = compiled(knobs, state, chunk.frames, chunk.labels, chunk.weights, chunk.valid)
-            if pending is not None:
-                prev_chunk, prev_stats, _ = pending
-                finish(prev_chunk, prev_stats, keep)
-                if should_stop is not None and should_stop():
-                    pending = None
-                    finish(chunk, stats_dev, state)  # drain the chunk in flight, then stop
-                    break
-            pending = (chunk, stats_dev, None)
-        else:
-            if pending is not None:
-                finish(pending[0], pending[1], state)
-                pending = None
+            stats = pipe.step(lambda s, a=arrays: compiled(knobs, s, *a))
+            n = int(chunk.valid.sum())
+            pipe.submit(chunk, stats, chunk.start, chunk.start + n)
+            if pipe.stopped:
+                break
+        pipe.drain()
         if t_first is not None:
             wall = time.perf_counter() - t_first
     finally:
         if bar is not None:
             bar.close()
-    pf = {k: v.copy() for k, v in rows_so_far.view().items()}
-    return StreamResult(state, pf, wall, compile_s)
+    return StreamResult(pipe.state, pipe.per_frame()[0], wall, compile_s)
+
+
+def _stream_postfix(buffer: PerFrameBuffer) -> Callable[..., dict[str, Any]]:
+    """The progress bar's running mIoU, stride and teacher %, from totals kept as rows arrive."""
+    tot = dict(zip(("tp", "fp", "fn"), confusion_from_per_frame(buffer.view())))
+    teach = [int(buffer.view()["teacher"].sum())]
+
+    def postfix(synced: Any, buffers: Any) -> dict[str, Any]:
+        rows = synced.rows[0]
+        for k in tot:
+            tot[k] = tot[k] + rows[k].sum(0)
+        teach[0] += int(rows["teacher"].sum())
+        if not len(rows["frame"]):
+            return {}
+        n_done = int(rows["frame"][-1]) + 1
+        miou = iou_from_counts(tot["tp"], tot["fp"], tot["fn"])["miou"]
+        return {
+            "mIoU": f"{miou:.3f}",
+            "delta": int(rows["delta"][-1]),
+            "teacher": f"{100 * teach[0] / n_done:.1f}%",
+        }
+
+    return postfix
 
 
 def limit_chunks(source: StreamSource, chunk_size: int, total: int, start: int = 0) -> Iterator[Chunk]:

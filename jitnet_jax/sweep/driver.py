@@ -27,7 +27,9 @@ from jitnet_jax.config import OnlineConfig
 from jitnet_jax.data.prefetch import prefetch
 from jitnet_jax.data.types import Chunk, StreamSource
 from jitnet_jax.online.engine import OnlineState
-from jitnet_jax.online.runner import StreamResult, chunk_per_frame, concat_per_frame, summarize
+from jitnet_jax.online.pipeline import ChunkPipeline, Progress, Synced, device_chunks
+from jitnet_jax.online.rows import PerFrameBuffer, chunk_per_frame
+from jitnet_jax.online.runner import StreamResult, summarize
 from jitnet_jax.student.metrics import iou_from_counts
 from jitnet_jax.sweep.compiled import MODES, make_sweep_chunk
 from jitnet_jax.sweep.grid import Member
@@ -169,44 +171,51 @@ def run_sweep(
     compiled = make_sweep_chunk(base.student, mode, mesh).lower(mp, state, *abstract).compile()
     compile_s = time.perf_counter() - t0
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    def stacked(chunks: list[Chunk]) -> tuple[Any, ...]:
+        """The lockstep chunks stacked on the stream axis and placed on the device(s) (prefetch thread)."""
+        return tuple(
+            put_shared(np.stack([getattr(c, f) for c in chunks]))
+            for f in ("frames", "labels", "weights", "valid")
+        )
 
-        bar = tqdm(total=total, unit="frame", desc=f"sweep K={k_members}", dynamic_ncols=True)
-    parts: list[list[dict[str, np.ndarray]]] = [[] for _ in members]
+    def member_rows(chunks: list[Chunk], stats: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+        return [
+            chunk_per_frame(chunks[m.stream], {key: v[i] for key, v in stats.items()})
+            for i, m in enumerate(members)
+        ]
+
+    def postfix(synced: Synced, buffers: Sequence[PerFrameBuffer]) -> dict[str, Any]:
+        done = max(1, synced.unit.end)
+        teach = np.mean([int(b.view()["teacher"].sum()) for b in buffers])
+        return {"teacher": f"{100 * teach / done:.1f}%"}
+
+    bar = Progress(total, 0, f"sweep K={k_members}", postfix) if progress else None
+    c = info.num_classes
+    pipe = ChunkPipeline(state, member_rows, [PerFrameBuffer(c) for _ in members], ahead=1, progress=bar)
     wall = 0.0
     try:
-        for chunks in prefetch(_lockstep(sources, t_chunk, total), prefetch_depth):
-            arrays = [
-                np.stack([getattr(c, f) for c in chunks]) for f in ("frames", "labels", "weights", "valid")
-            ]
-            arrays = [put_shared(a) for a in arrays]
-            t1 = time.perf_counter()
-            state, stats = compiled(mp, state, *arrays)
-            stats = jax.device_get(stats)  # the one host sync per chunk
-            wall += time.perf_counter() - t1
-            for i, m in enumerate(members):
-                chunk = chunks[m.stream]
-                rows = chunk_per_frame(chunk, {key: v[i] for key, v in stats.items()})
-                if len(rows["frame"]):
-                    parts[i].append(rows)
-            if bar is not None:
-                bar.update(min(t_chunk, total - chunks[0].start))
-                teach = np.mean([sum(int(p["teacher"].sum()) for p in ps) for ps in parts])
-                done = max(1, min(total, chunks[0].start + t_chunk))
-                bar.set_postfix(teacher=f"{100 * teach / done:.1f}%")
+        t_first = None
+        for chunks, arrays in prefetch(
+            device_chunks(_lockstep(sources, t_chunk, total), stacked), prefetch_depth
+        ):
+            if t_first is None:
+                t_first = time.perf_counter()
+            stats = pipe.step(lambda s, a=arrays: compiled(mp, s, *a))
+            start = chunks[0].start
+            pipe.submit(chunks, stats, start, min(total, start + t_chunk))
+        pipe.drain()
+        if t_first is not None:
+            wall = time.perf_counter() - t_first
     finally:
         if bar is not None:
             bar.close()
-    c = info.num_classes
-    per_frame = [concat_per_frame(p, c) for p in parts]
+    per_frame = pipe.per_frame()
     for i, m in enumerate(members):
         if len(per_frame[i]["frame"]) != totals[m.stream]:
             raise RuntimeError(
                 f"member {i} processed {len(per_frame[i]['frame'])} frames, expected {totals[m.stream]}"
             )
-    return SweepResult(members, state, per_frame, wall, compile_s, memory)
+    return SweepResult(members, pipe.state, per_frame, wall, compile_s, memory)
 
 
 def summarize_sweep(
