@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from types import SimpleNamespace
 
 import jax
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from experiments import table
 from jitnet_jax.config import ModelConfig, StudentConfig
 from jitnet_jax.eval import table as evaltable
+from jitnet_jax.eval.table import build
 from jitnet_jax.student.pretrained import save_student
 from jitnet_jax.student.step import init_state
 
@@ -123,9 +125,9 @@ def test_table_end_to_end_and_cache(shared_data, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("recomputed a cached result")
 
-    monkeypatch.setattr(evaltable, "run_method", boom)
-    monkeypatch.setattr(evaltable, "pretrained_student", boom)
-    monkeypatch.setattr(evaltable, "camvid_student", boom)
+    monkeypatch.setattr(build, "run_method", boom)
+    monkeypatch.setattr(build, "pretrained_student", boom)
+    monkeypatch.setattr(build, "camvid_student", boom)
     before = (out / "table.csv").read_text()
     assert table.main(args) == 0
     assert (out / "table.csv").read_text() == before
@@ -135,33 +137,40 @@ def _m(name):
     return next(m for m in evaltable.methods(True, True, True) if m.name == name)
 
 
+def _settings(tmp_path, **kw):
+    """Table settings at the end-to-end test's sizes (nothing is run with them unless a test says so)."""
+    from jitnet_jax.config import OnlineConfig, OptimConfig
+
+    base = dict(
+        lvs=tmp_path,
+        out=tmp_path,
+        height=36,
+        width=64,
+        max_frames=16,
+        online=OnlineConfig(student=StudentConfig(optim=OptimConfig("adam", lr=1e-3))),
+        fixed_updates=2,
+        pretrain=True,
+        pretrain_epochs=1,
+        pretrain_every=8,
+        pretrain_max_per_stream=60,
+        oracle_epochs=1,
+        oracle_every=8,
+        seed=0,
+        teacher_ms=325.0,
+        stability_threshold=8,
+        progress=False,
+        camvid=None,
+    )
+    base.update(kw)
+    return evaltable.Settings(**base)
+
+
 def test_cache_keys_follow_what_determines_a_result(tmp_path):
     """Label hold and flow keys ignore the student settings; student keys include the start and optimiser."""
     from jitnet_jax.config import OnlineConfig, OptimConfig
 
     def settings(**kw):
-        base = dict(
-            lvs=tmp_path,
-            out=tmp_path,
-            height=36,
-            width=64,
-            max_frames=16,
-            online=OnlineConfig(student=StudentConfig(optim=OptimConfig("adam", lr=1e-3))),
-            fixed_updates=2,
-            pretrain=True,
-            pretrain_epochs=1,
-            pretrain_every=8,
-            pretrain_max_per_stream=60,
-            oracle_epochs=1,
-            oracle_every=8,
-            seed=0,
-            teacher_ms=325.0,
-            stability_threshold=8,
-            progress=False,
-            camvid=None,
-        )
-        base.update(kw)
-        return evaltable.Settings(**base)
+        return _settings(tmp_path, **kw)
 
     classes = ["background", "car_bus_truck"]
     a, b = settings(), settings(online=OnlineConfig(student=StudentConfig(optim=OptimConfig("sgd"))), seed=1)
@@ -209,6 +218,37 @@ def test_cache_keys_follow_what_determines_a_result(tmp_path):
     (camvid / "x").write_bytes(b"2")
     k2 = evaltable.method_key(settings(camvid=camvid), _m("no_adapt_cv"), "s", classes)
     assert k1 != k2 and k1["camvid"] != k2["camvid"]
+
+
+class _Source:
+    """A stand-in for a stream's ``StoreSource``: only its ``info`` (nothing is read from it here)."""
+
+    def __init__(self, store_dir):
+        self.info = SimpleNamespace(
+            name="s", class_names=("background", "person"), num_classes=2, num_frames=16, fps=25.0
+        )
+
+
+def test_a_part_whose_run_raised_is_not_left_locked(tmp_path, monkeypatch):
+    """A run that raises releases its part's lock: the next attempt (here in the same process, while the
+    failure's traceback still holds the failed call's frames) computes the part instead of skipping it
+    as being computed by another process."""
+    s = _settings(tmp_path, make_store=lambda settings, stream: tmp_path / "store")
+    monkeypatch.setattr(build, "StoreSource", _Source)
+    monkeypatch.setattr(build, "teacher_stability", lambda *a: {"flip_rate": 0.0})
+
+    def fail(*a, **k):
+        raise RuntimeError("the run failed")
+
+    monkeypatch.setattr(build, "run_method", fail)
+    ms = [_m("hold_d8")]
+    with pytest.raises(RuntimeError, match="the run failed") as failed:
+        build.run_table(s, ["s"], ms)
+    summary = {"miou": 0.5, "speedup_cost_model": 8.0, "teacher_fraction": 0.125}
+    monkeypatch.setattr(build, "run_method", lambda *a, **k: {"summary": dict(summary)})
+    out = build.run_table(s, ["s"], ms)
+    assert out["streams"]["s"]["methods"]["hold_d8"]["summary"] == summary and not out["missing"]
+    assert failed.traceback  # still alive up to here
 
 
 def test_bad_arguments_are_one_line(tmp_path, capsys, shared_data):

@@ -3,6 +3,10 @@
 Every method (online, a fixed student, label hold, flow) produces the same per-frame rows (``frame``,
 ``teacher``, ``updates``, ``delta``, ``acc``, ``tp``/``fp``/``fn`` ``[N, C]``), so one function scores
 them all: stream-level foreground mIoU, teacher fraction, updates and the speedups.
+
+With a delayed teacher (``OnlineConfig.teacher_delay = d``) a teacher frame's row has ``teacher`` set and
+its label's row, ``d`` frames later, the ``updates`` and ``acc`` of the training on it
+(:func:`passed_checks` pairs them).
 """
 
 from __future__ import annotations
@@ -14,6 +18,30 @@ import numpy as np
 
 from jitnet_jax.eval.costs import CostModel, cost_model_speedup, flops_speedup
 from jitnet_jax.student.metrics import iou_from_counts
+
+
+def passed_checks(per_frame: dict[str, np.ndarray], a_thr: float, teacher_delay: int = 0) -> int:
+    """Teacher frames whose last accuracy check passed ``a_thr`` (the loop stopped on a forward pass that
+    took no update).
+
+    Args:
+      per_frame: per-frame rows: ``frame`` int [N], ``teacher`` bool [N], ``acc`` float [N] (the last
+        measured control accuracy at the frame the training ran on, 0 elsewhere).
+      a_thr: the run's accuracy threshold.
+      teacher_delay: ``d`` of the run: the training on teacher frame ``i`` (and its ``acc``) is in the row
+        of frame ``i + d``; a label that had not arrived when the run ended took no check.
+    Returns:
+      the number of passed checks.
+    """
+    if teacher_delay < 0:
+        raise ValueError(f"teacher_delay must be >= 0 frames, got {teacher_delay}")
+    teacher = np.asarray(per_frame["teacher"], bool)
+    if teacher_delay:
+        frame = np.asarray(per_frame["frame"])
+        checked = np.isin(frame, frame[teacher] + teacher_delay)
+    else:
+        checked = teacher
+    return int((checked & (np.asarray(per_frame["acc"]) > a_thr)).sum())
 
 
 def summarize_per_frame(
@@ -28,6 +56,7 @@ def summarize_per_frame(
     a_thr: float | None = None,
     gflops: dict[str, float] | None = None,
     frames_per_update: int = 1,
+    teacher_delay: int = 0,
 ) -> dict[str, Any]:
     """Scores and costs of a run.
 
@@ -43,6 +72,8 @@ def summarize_per_frame(
       gflops: ``infer_gflops`` and ``train_step_gflops`` of the student; adds ``speedup_flops``.
       frames_per_update: ``B``, frames one update trains on (replay: the current teacher frame plus
         ``B - 1`` replayed ones; 1 in the paper). An update costs ``B`` single-frame training steps.
+      teacher_delay: the run's ``OnlineConfig.teacher_delay`` (frames from a teacher frame to the training
+        on its label; 0 for every method but a delayed online run), to pair checks with teacher frames.
     Returns:
       ``miou``, ``class_iou``, ``frames``, ``teacher_frames``, ``teacher_fraction``, ``updates``,
       ``speedup_cost_model``, ``wall_s``, ``compile_s``, ``student_ms_per_frame``, ``frames_per_update``
@@ -77,7 +108,7 @@ def summarize_per_frame(
     if gflops is not None:
         if a_thr is None:
             raise ValueError("speedup_flops needs the run's a_thr")
-        passed = int((pf["teacher"] & (pf["acc"] > a_thr)).sum())
+        passed = passed_checks(pf, a_thr, teacher_delay)
         out["speedup_flops"] = flops_speedup(
             n,
             t,
