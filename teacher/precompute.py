@@ -12,6 +12,12 @@ Detections are rasterised at ``--height x --width`` (default 180x320) with the s
 frames. The run is resumable: re-running the same command after an interruption keeps every finished chunk
 (checked by sha256) and computes only the rest; the store is marked complete only at the very end.
 
+Several sources (``--video A --video B``, or ``--lvs DIR`` with several ``--stream`` or none: every stream of
+DIR) write one store each, ``OUT/<stream>``. ``--runner direct`` (or ``flink``, ``spark``, ``dataflow``, any
+Beam runner name) labels them with the Apache Beam pipeline of :mod:`teacher.beam_pipeline` instead of this
+process (``pip install -e ".[beam]"``); Beam pipeline options such as ``--direct_num_workers 2
+--direct_running_mode multi_processing`` pass through. Both paths write byte-identical stores.
+
 Errors are printed as one line on stderr with exit code 2.
 """
 
@@ -24,6 +30,7 @@ import itertools
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -71,12 +78,112 @@ class RasterParams:
     dilation: float = 0.15
 
 
+class StageClock:
+    """Seconds spent per stage of the labelling (``decode``, ``teacher``, ``rasterise``, ``write``, ...)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+
 @dataclasses.dataclass
 class LabelJob:
-    """What to label: the store header and a function yielding per-frame instances for ``[start, stop)``."""
+    """What to label: the store header and a function yielding per-frame instances for ``[start, stop)``.
+
+    ``clock`` collects where the time goes (the teacher job times ``decode`` and ``teacher`` in it,
+    :func:`run_job` adds ``rasterise`` and ``write``)."""
 
     header: StoreHeader
     instances: Callable[[int, int], Iterator[Instances]]
+    clock: StageClock = dataclasses.field(default_factory=StageClock)
+
+
+def raster_params(header: StoreHeader) -> RasterParams:
+    """The :class:`RasterParams` recorded in ``header.params``."""
+    stored = dict(header.params)
+    return RasterParams(**{f.name: stored[f.name] for f in dataclasses.fields(RasterParams)})
+
+
+def teacher_instances(
+    teacher: Callable[[np.ndarray], Instances],
+    video: str | os.PathLike,
+    num_frames: int,
+    start: int,
+    stop: int,
+    clock: StageClock | None = None,
+) -> Iterator[Instances]:
+    """Decode frames ``[start, stop)`` of ``video`` (``num_frames`` decodable frames in all) at native size
+    and yield the teacher's instances of each; time spent decoding and in the teacher goes to ``clock``.
+
+    Raises:
+      DataError: ``[start, stop)`` is empty or past the end of the video (one line naming the video), or the
+        video does not decode to ``num_frames`` frames (a :class:`~jitnet_jax.data.video.VideoError`).
+    """
+    if not 0 <= start < stop <= num_frames:
+        raise DataError(
+            f"{video}: frame range [{start}, {stop}) is empty or past the end of the video ({num_frames} frames)"
+        )
+    frames = read_videos([video], None, start=start, stop=stop, frame_counts=[num_frames])
+    clock = clock or StageClock()
+    while True:
+        t0 = time.perf_counter()
+        frame = next(frames, None)
+        t1 = time.perf_counter()
+        clock.add("decode", t1 - t0)
+        if frame is None:
+            return
+        inst = teacher(frame)
+        clock.add("teacher", time.perf_counter() - t1)
+        yield inst
+
+
+def label_chunk(
+    instances: Iterator[Instances],
+    header: StoreHeader,
+    start: int,
+    stop: int,
+    clock: StageClock | None = None,
+    on_frame: Callable[[], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rasterise the next ``stop - start`` instances of ``instances`` (frames ``[start, stop)``) with the
+    groups and :class:`RasterParams` of ``header``; the one labelling step of every precompute path.
+
+    Returns:
+      labels uint8 ``[stop - start, H, W]`` and the region map uint8 ``[stop - start, H, W]``.
+    Raises:
+      DataError: the instances end before ``stop`` (names the stream and frame).
+    """
+    params = raster_params(header)
+    lut = coco_to_label(header.class_groups)
+    h = header
+    labels = np.empty((stop - start, h.height, h.width), np.uint8)
+    weights = np.empty((stop - start, h.height, h.width), np.uint8)  # region map
+    spent = 0.0
+    for k in range(stop - start):
+        try:
+            inst = next(instances)
+        except StopIteration:
+            raise DataError(
+                f"stream {h.stream}: teacher output ended at frame {start + k} of {h.num_frames}"
+            ) from None
+        t0 = time.perf_counter()
+        labels[k], weights[k] = rasterize(
+            inst,
+            h.height,
+            h.width,
+            lut,
+            score_threshold=params.score_threshold,
+            mask_threshold=params.mask_threshold,
+            dilation=params.dilation,
+        )
+        spent += time.perf_counter() - t0
+        if on_frame is not None:
+            on_frame()
+    if clock is not None:
+        clock.add("rasterise", spent)
+    return labels, weights
 
 
 def _groups(
@@ -199,15 +306,16 @@ def teacher_job(
         params,
     )
     state: dict[str, object] = {}
+    clock = StageClock()
 
     def instances(a: int, b: int) -> Iterator[Instances]:
         if "t" not in state:  # load the model only when something is left to compute
+            t0 = time.perf_counter()
             state["t"] = make_teacher(teacher, model_path, num_threads)
-        t = state["t"]
-        for frame in read_videos([video], None, start=a, stop=b, frame_counts=[n]):
-            yield t(frame)  # type: ignore[operator]
+            clock.add("teacher_load", time.perf_counter() - t0)
+        return teacher_instances(state["t"], video, n, a, b, clock)  # type: ignore[arg-type]
 
-    return LabelJob(header, instances)
+    return LabelJob(header, instances, clock)
 
 
 def export_job(
@@ -272,11 +380,9 @@ def _run_job_locked(job: LabelJob, out: Path, progress: bool) -> Path:
     from tqdm import tqdm
 
     h = job.header
-    stored = dict(h.params)
-    params = RasterParams(**{f.name: stored[f.name] for f in dataclasses.fields(RasterParams)})
     writer = LabelStoreWriter(out, h)
+    writer.adopt_chunks()  # chunks a killed Beam pipeline finished (written, not yet in meta.json)
     missing = writer.missing_chunks()
-    lut = coco_to_label(h.class_groups)
     done = h.num_frames - sum(b - a for a, b in map(writer.chunk_range, missing))
     with tqdm(
         total=h.num_frames, initial=done, unit="frame", desc=f"labels {h.stream}", disable=not progress
@@ -288,26 +394,10 @@ def _run_job_locked(job: LabelJob, out: Path, progress: bool) -> Path:
             it = job.instances(start, stop)
             for i in idx:
                 a, b = writer.chunk_range(i)
-                labels = np.empty((b - a, h.height, h.width), np.uint8)
-                weights = np.empty((b - a, h.height, h.width), np.uint8)  # region map
-                for k in range(b - a):
-                    try:
-                        inst = next(it)
-                    except StopIteration:
-                        raise DataError(
-                            f"stream {h.stream}: teacher output ended at frame {a + k} of {h.num_frames}"
-                        ) from None
-                    labels[k], weights[k] = rasterize(
-                        inst,
-                        h.height,
-                        h.width,
-                        lut,
-                        score_threshold=params.score_threshold,
-                        mask_threshold=params.mask_threshold,
-                        dilation=params.dilation,
-                    )
-                    bar.update(1)
+                labels, weights = label_chunk(it, h, a, b, job.clock, lambda: bar.update(1))
+                t0 = time.perf_counter()
                 writer.write_chunk(i, labels, weights)
+                job.clock.add("write", time.perf_counter() - t0)
     return writer.finalize()
 
 
@@ -383,6 +473,140 @@ def _matches(
     return ok and all(stored.get(k) == v for k, v in dataclasses.asdict(params).items())
 
 
+@dataclasses.dataclass
+class StoreRequest:
+    """A resolved request for one label store (see :func:`plan_store`).
+
+    Attributes:
+      out: the store directory.
+      done: a complete store answering the request is already at ``out`` (nothing to decode or run).
+      kind: ``"lvs"``, ``"teacher"`` or ``"export"``.
+      source: what a worker needs to rebuild the instances: ``(lvs_root, stream)`` for ``lvs``,
+        ``(video, teacher, model_path, num_threads)`` for ``teacher``, ``(video,)`` for ``export``.
+      make_job: builds the :class:`LabelJob` (validates the inputs, counts the video's frames).
+    """
+
+    out: Path
+    done: bool
+    kind: str
+    source: tuple[str, ...]
+    make_job: Callable[[], LabelJob]
+
+
+def plan_store(
+    out: str | os.PathLike | None = None,
+    *,
+    lvs: str | os.PathLike | None = None,
+    stream: str | None = None,
+    video: str | os.PathLike | None = None,
+    teacher: str | None = None,
+    model: str | os.PathLike | None = None,
+    tf_export: str | os.PathLike | None = None,
+    detectron: str | os.PathLike | None = None,
+    groups: str | Sequence[Sequence[str]] | None = None,
+    height: int = DEFAULT_HEIGHT,
+    width: int = DEFAULT_WIDTH,
+    chunk_size: int = DEFAULT_CHUNK,
+    max_frames: int | None = None,
+    params: RasterParams = RasterParams(),
+    tf_class_ids: str = "coco90",
+    num_threads: int = 2,
+    cache_dir: str | os.PathLike = DEFAULT_CACHE,
+) -> StoreRequest:
+    """Resolve a request of :func:`ensure_store` (same arguments) without decoding or running anything:
+    the store directory, whether a complete matching store is already there, and how to build the job.
+
+    Raises:
+      DataError: bad arguments (one line).
+    """
+    n_sources = sum(x is not None for x in (lvs, teacher, tf_export, detectron))
+    if n_sources != 1:
+        raise DataError("give exactly one source: --lvs, --teacher, --tf-export or --detectron")
+    if lvs is not None:
+        if stream is None:
+            raise DataError("--lvs needs --stream NAME")
+        if not (Path(lvs) / stream).is_dir():
+            raise DataError(f"{Path(lvs) / stream}: LVS stream folder not found")
+        name, tprefix = stream, "lvs:"
+    else:
+        if video is None:
+            raise DataError("--teacher/--tf-export/--detectron need --video PATH")
+        name = stream or Path(video).stem
+        tprefix = f"{teacher}:" if teacher else ("tf_export:" if tf_export is not None else "detectron:")
+    g = _groups(groups, name, Path(lvs) if lvs is not None else None, video_source=lvs is None)
+    model_path = None
+    if teacher is not None:
+        model_path = Path(model) if model is not None else _default_model(teacher)
+    if out is None:
+        if lvs is not None:
+            inputs: list[str | os.PathLike] = [Path(lvs) / name]
+            teacher_id = "lvs"
+        elif teacher is not None:
+            inputs, teacher_id = [video, model_path], f"{teacher}:{model_path.name}"  # type: ignore[union-attr,list-item]
+        else:
+            src = tf_export if tf_export is not None else detectron
+            inputs, teacher_id = [video, src], f"{tprefix}{Path(src).name}:{tf_class_ids}"  # type: ignore[arg-type,list-item]
+        key = store_key(
+            {
+                "stream": name,
+                "size": [height, width],
+                "chunk_size": chunk_size,
+                "max_frames": max_frames,
+                "groups": [list(x) for x in g],
+                "teacher": teacher_id,
+                "params": dataclasses.asdict(params),
+                "files": files_identity(inputs),
+                "format": FORMAT_VERSION,
+            }
+        )
+        out = default_store_dir(cache_dir, name, tprefix.rstrip(":"), height, width, max_frames, key)
+    out = Path(out)
+    done = _matches(out, name, height, width, chunk_size, max_frames, tprefix, g, params)
+    if lvs is not None:
+        kind, source = "lvs", (str(lvs), name)
+
+        def make_job() -> LabelJob:
+            return lvs_job(lvs, name, groups, height, width, chunk_size, max_frames, params)
+
+    elif teacher is not None:
+        kind, source = "teacher", (str(video), teacher, str(model_path), str(num_threads))
+
+        def make_job() -> LabelJob:
+            return teacher_job(
+                video,
+                teacher,
+                model_path,
+                name,
+                groups,
+                height,
+                width,
+                chunk_size,
+                max_frames,
+                params,
+                num_threads,
+            )
+
+    else:
+        kind, source = "export", (str(video),)
+
+        def make_job() -> LabelJob:
+            return export_job(
+                video,
+                tf_export,
+                detectron,
+                name,
+                groups,
+                height,
+                width,
+                chunk_size,
+                max_frames,
+                params,
+                tf_class_ids,
+            )
+
+    return StoreRequest(out, done, kind, source, make_job)
+
+
 def ensure_store(
     out: str | os.PathLike | None = None,
     *,
@@ -430,77 +654,56 @@ def ensure_store(
     Raises:
       DataError: bad arguments or bad input data (one-line message naming the file/frame).
     """
-    n_sources = sum(x is not None for x in (lvs, teacher, tf_export, detectron))
-    if n_sources != 1:
-        raise DataError("give exactly one source: --lvs, --teacher, --tf-export or --detectron")
-    if lvs is not None:
-        if stream is None:
-            raise DataError("--lvs needs --stream NAME")
-        if not (Path(lvs) / stream).is_dir():
-            raise DataError(f"{Path(lvs) / stream}: LVS stream folder not found")
-        name, tprefix = stream, "lvs:"
-    else:
-        if video is None:
-            raise DataError("--teacher/--tf-export/--detectron need --video PATH")
-        name = stream or Path(video).stem
-        tprefix = f"{teacher}:" if teacher else ("tf_export:" if tf_export is not None else "detectron:")
-    g = _groups(groups, name, Path(lvs) if lvs is not None else None, video_source=lvs is None)
-    if out is None:
-        if lvs is not None:
-            inputs: list[str | os.PathLike] = [Path(lvs) / stream]
-            teacher_id = "lvs"
-        elif teacher is not None:
-            model_path = Path(model) if model is not None else _default_model(teacher)
-            inputs, teacher_id = [video, model_path], f"{teacher}:{model_path.name}"
-        else:
-            src = tf_export if tf_export is not None else detectron
-            inputs, teacher_id = [video, src], f"{tprefix}{Path(src).name}:{tf_class_ids}"  # type: ignore[arg-type]
-        key = store_key(
-            {
-                "stream": name,
-                "size": [height, width],
-                "chunk_size": chunk_size,
-                "max_frames": max_frames,
-                "groups": [list(x) for x in g],
-                "teacher": teacher_id,
-                "params": dataclasses.asdict(params),
-                "files": files_identity(inputs),
-                "format": FORMAT_VERSION,
-            }
-        )
-        out = default_store_dir(cache_dir, name, tprefix.rstrip(":"), height, width, max_frames, key)
-    out = Path(out)
-    if _matches(out, name, height, width, chunk_size, max_frames, tprefix, g, params):
-        return out
-    if lvs is not None:
-        job = lvs_job(lvs, name, groups, height, width, chunk_size, max_frames, params)
-    elif teacher is not None:
-        job = teacher_job(
-            video, teacher, model, name, groups, height, width, chunk_size, max_frames, params, num_threads
-        )
-    else:
-        job = export_job(
-            video,
-            tf_export,
-            detectron,
-            name,
-            groups,
-            height,
-            width,
-            chunk_size,
-            max_frames,
-            params,
-            tf_class_ids,
-        )
-    return run_job(job, out, progress)
+    req = plan_store(
+        out,
+        lvs=lvs,
+        stream=stream,
+        video=video,
+        teacher=teacher,
+        model=model,
+        tf_export=tf_export,
+        detectron=detectron,
+        groups=groups,
+        height=height,
+        width=width,
+        chunk_size=chunk_size,
+        max_frames=max_frames,
+        params=params,
+        tf_class_ids=tf_class_ids,
+        num_threads=num_threads,
+        cache_dir=cache_dir,
+    )
+    if req.done:
+        return req.out
+    return run_job(req.make_job(), req.out, progress)
+
+
+#: ``--runner`` short names -> Beam runner class names (any other name is passed to Beam as it is).
+RUNNERS = {
+    "direct": "DirectRunner",
+    "flink": "FlinkRunner",
+    "spark": "SparkRunner",
+    "dataflow": "DataflowRunner",
+    "portable": "PortableRunner",
+    "prism": "PrismRunner",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m teacher.precompute", description=__doc__.split("\n\n")[0])
     src = p.add_argument_group("source (one of)")
-    src.add_argument("--lvs", type=Path, help="LVS root folder (with --stream)")
-    src.add_argument("--stream", help="stream name (LVS folder name; for videos: label store name)")
-    src.add_argument("--video", type=Path, help="video file (with --teacher, --tf-export or --detectron)")
+    src.add_argument("--lvs", type=Path, help="LVS root folder (with --stream; with --runner: every stream)")
+    src.add_argument(
+        "--stream",
+        action="append",
+        help="stream name (LVS folder name, repeatable; for one video: the label store's name)",
+    )
+    src.add_argument(
+        "--video",
+        type=Path,
+        action="append",
+        help="video file (with --teacher, --tf-export or --detectron); repeat for several stores",
+    )
     src.add_argument("--teacher", choices=["yolov8_seg", "deeplab"], help="TFLite teacher backend")
     src.add_argument(
         "--model", type=Path, help="TFLite model for --teacher (default: $JITNET_DATA/models/...)"
@@ -511,19 +714,96 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", help='class groups, e.g. "person;car,bus,truck;bicycle,motorcycle"')
     p.add_argument("--height", type=int, default=DEFAULT_HEIGHT)
     p.add_argument("--width", type=int, default=DEFAULT_WIDTH)
-    p.add_argument("--out", type=Path, help=f"store directory (default under ./{DEFAULT_CACHE}/)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help=f"store directory; with several sources or --runner the folder of one store per stream, "
+        f"OUT/<stream> (default under ./{DEFAULT_CACHE}/)",
+    )
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="frames per store chunk file")
-    p.add_argument("--max-frames", type=int, help="label only the first N frames")
+    p.add_argument("--max-frames", type=int, help="label only the first N frames (of each source)")
     p.add_argument("--fg-weight", type=float, help=argparse.SUPPRESS)  # moved to the run: refused below
     p.add_argument("--score-threshold", type=float, default=RasterParams.score_threshold)
-    p.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="TFLite interpreter threads (default 2; 1 per Beam worker with --runner)",
+    )
     p.add_argument("--no-progress", action="store_true")
+    beam = p.add_argument_group("Apache Beam (pip install -e '.[beam]'); other Beam options pass through")
+    beam.add_argument(
+        "--runner",
+        help="label with the Beam pipeline on this runner: direct, flink, spark, dataflow or a runner class",
+    )
+    beam.add_argument(
+        "--range-frames",
+        type=int,
+        default=256,
+        help="frames per Beam work unit (a frame range of one video, whole chunks)",
+    )
     return p
+
+
+def _error(e: BaseException) -> int:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _requests(args: argparse.Namespace, threads: int) -> list[StoreRequest]:
+    """One :class:`StoreRequest` per source of the command line (one store per video or LVS stream)."""
+    videos = args.video or []
+    streams = args.stream or []
+    common = dict(
+        teacher=args.teacher,
+        model=args.model,
+        tf_export=args.tf_export,
+        detectron=args.detectron,
+        groups=args.groups,
+        height=args.height,
+        width=args.width,
+        chunk_size=args.chunk_size,
+        max_frames=args.max_frames,
+        params=RasterParams(score_threshold=args.score_threshold),
+        tf_class_ids=args.tf_class_ids,
+        num_threads=threads,
+    )
+    if args.lvs is not None:
+        if videos:
+            raise DataError("give --lvs or --video, not both")
+        if not streams and args.runner:
+            if not Path(args.lvs).is_dir():
+                raise DataError(f"{args.lvs}: LVS root folder not found")
+            streams = sorted(d.name for d in Path(args.lvs).iterdir() if d.is_dir())
+            if not streams:
+                raise DataError(f"{args.lvs}: no stream folders")
+        sources = [dict(lvs=args.lvs, stream=s) for s in streams] or [dict(lvs=args.lvs, stream=None)]
+        names = [s for s in streams]
+    else:
+        if len(videos) > 1 and streams:
+            raise DataError("--stream names the store of one --video; several videos use their file names")
+        sources = [dict(video=v, stream=streams[0] if streams else None) for v in videos] or [dict()]
+        names = [streams[0] if streams else Path(v).stem for v in videos]
+    several = len(sources) > 1 or bool(args.runner)
+    if several:
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise DataError(f"two sources would write the same store {dup[0]!r}: label them in separate runs")
+    reqs = []
+    for src, name in itertools.zip_longest(sources, names):
+        out = args.out / name if (several and args.out is not None and name) else args.out
+        if not several and len(streams) > 1:
+            raise DataError("several --stream need --lvs")
+        reqs.append(plan_store(out, **src, **common))  # type: ignore[arg-type]
+    return reqs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (0 ok, 2 on bad input/arguments)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args and not args.runner:
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam options need --runner)")
     enable_compile_cache()
     keep_freed_memory()
     if args.fg_weight is not None:
@@ -533,31 +813,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.runner:
+        try:
+            from teacher import beam_pipeline
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] != "apache_beam":
+                raise
+            return _error(
+                DataError(
+                    f"--runner {args.runner} needs Apache Beam, the 'beam' extra: pip install -e '.[beam]'"
+                )
+            )
     try:
-        out = ensure_store(
-            args.out,
-            lvs=args.lvs,
-            stream=args.stream,
-            video=args.video,
-            teacher=args.teacher,
-            model=args.model,
-            tf_export=args.tf_export,
-            detectron=args.detectron,
-            groups=args.groups,
-            height=args.height,
-            width=args.width,
-            chunk_size=args.chunk_size,
-            max_frames=args.max_frames,
-            params=RasterParams(score_threshold=args.score_threshold),
-            tf_class_ids=args.tf_class_ids,
-            num_threads=args.threads,
-            progress=not args.no_progress,
-        )
+        threads = args.threads if args.threads is not None else (1 if args.runner else 2)
+        reqs = _requests(args, threads)
+        if args.runner:
+            outs = beam_pipeline.run_stores(
+                reqs,
+                runner=RUNNERS.get(args.runner.lower(), args.runner),
+                pipeline_args=beam_args,
+                range_frames=args.range_frames,
+            ).stores
+        else:
+            outs = [r.out if r.done else run_job(r.make_job(), r.out, not args.no_progress) for r in reqs]
     except (ValueError, OSError) as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    print(out)
+        return _error(e)
+    for out in outs:
+        print(out)
     return 0
 
 

@@ -19,7 +19,10 @@ Chunk ``i`` holds frames ``[i * chunk_size, min((i + 1) * chunk_size, num_frames
 
 :class:`LabelStoreWriter` writes chunks atomically (temp file + ``os.replace``), records each checksum in
 ``meta.json`` (also written atomically) and resumes: chunks already present with a valid checksum are
-skipped. :class:`LabelStore` reads a complete store with random access by frame and a small LRU of chunks,
+skipped. Chunk bytes depend only on the arrays (:func:`encode_chunk` stamps every zip entry with a fixed
+date), so the same labels give the same files and checksums on every run and every worker; parallel
+writers use :func:`write_chunk_file` (no ``meta.json`` update) and one final
+:meth:`LabelStoreWriter.record_chunks` + :meth:`LabelStoreWriter.finalize`. :class:`LabelStore` reads a complete store with random access by frame and a small LRU of chunks,
 so memory does not depend on the stream length. Every problem raises :class:`DataError` (a ``ValueError``)
 with a one-line message naming the file and what is wrong.
 """
@@ -32,6 +35,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -196,6 +200,80 @@ def _write_file(path: Path, data: bytes) -> None:
         ) from None
 
 
+#: Date stamped on every zip entry of a chunk (the zip format's earliest): chunk bytes never depend on the
+#: clock, so a store is byte-for-byte reproducible (``np.savez_compressed`` stamps the current time).
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def encode_chunk(labels: np.ndarray, regions: np.ndarray) -> bytes:
+    """The ``.npz`` bytes of one chunk: a deflated zip of ``labels.npy`` and ``regions.npy`` (what
+    ``np.savez_compressed`` writes, with a fixed entry date), read back by ``np.load``.
+
+    Args:
+      labels, regions: uint8 ``[n, H, W]`` each.
+    Returns:
+      the file's bytes; equal arrays always give equal bytes.
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, mode="w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, arr in (("labels", labels), ("regions", regions)):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with z.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def write_chunk_file(
+    store_dir: str | os.PathLike, header: StoreHeader, index: int, labels: np.ndarray, regions: np.ndarray
+) -> str:
+    """Check and atomically write chunk ``index`` of the store ``header`` describes; ``meta.json`` is not
+    touched (parallel writers: one of them records the digests with :meth:`LabelStoreWriter.record_chunks`).
+
+    Args:
+      labels: uint8 ``[n, H, W]`` with ``n`` the chunk's frame count.
+      regions: the region map, uint8 ``[n, H, W]`` with values 0, 1, 2.
+    Returns:
+      the hex sha256 of the file written.
+    Raises:
+      DataError: wrong index, shapes, dtypes or region values.
+      OSError: the write failed (one line naming the file; the previous file, if any, is unchanged).
+    """
+    path = Path(store_dir) / chunk_file_name(index)
+    if not 0 <= index < header.num_chunks:
+        raise DataError(f"{path}: chunk index {index} out of range ({header.num_chunks} chunks)")
+    start = index * header.chunk_size
+    shape = (min(header.chunk_size, header.num_frames - start), header.height, header.width)
+    if labels.shape != shape or regions.shape != shape:
+        raise DataError(
+            f"{path}: chunk arrays have shapes {labels.shape} / {regions.shape}, expected {shape}"
+        )
+    if labels.dtype != np.uint8 or regions.dtype != np.uint8 or regions.max(initial=0) > REGION_BOX:
+        raise DataError(
+            f"{path}: labels must be uint8 and regions uint8 in 0..2, got {labels.dtype} / {regions.dtype}"
+        )
+    data = encode_chunk(labels, regions)
+    _write_file(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _decode_chunk(data: bytes, shape: tuple[int, int, int], source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and regions of a chunk file's bytes; :class:`DataError` unless both are uint8 ``shape``."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            labels, weights = z["labels"], z["regions"]
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{source}: corrupt label chunk ({e})") from None
+    if labels.shape != shape or weights.shape != shape or labels.dtype != np.uint8 or weights.dtype != np.uint8:
+        raise DataError(
+            f"{source}: label chunk has shape {labels.shape} {labels.dtype} / {weights.shape} {weights.dtype}, "
+            f"expected {shape} uint8"
+        )
+    if weights.max(initial=0) > REGION_BOX:
+        raise DataError(f"{source}: region values above {REGION_BOX}")
+    return labels, weights
+
+
 def store_is_complete(store_dir: str | os.PathLike) -> bool:
     """True when ``store_dir/meta.json`` exists, has the supported version and ``complete: true``."""
     try:
@@ -229,7 +307,8 @@ class LabelStoreWriter:
         for stale in [*self.dir.glob(".labels_*.tmp"), *self.dir.glob(f".{META_FILE}.*.tmp")]:
             stale.unlink(missing_ok=True)  # left by a killed writer
         meta_path = self.dir / META_FILE
-        if meta_path.exists():
+        self._resumed = meta_path.exists()  # chunk files are adopted only into a store with a matching meta
+        if self._resumed:
             try:
                 meta = _read_meta(self.dir)
             except DataError as e:
@@ -273,25 +352,44 @@ class LabelStoreWriter:
           DataError: wrong shapes/dtypes or region values.
           OSError: the write failed (e.g. a full disk); finished chunks and ``meta.json`` stay valid.
         """
-        start, stop = self.chunk_range(index)
-        shape = (stop - start, self.header.height, self.header.width)
-        if labels.shape != shape or weights.shape != shape:
-            raise DataError(
-                f"{self.dir / chunk_file_name(index)}: chunk arrays have shapes {labels.shape} / "
-                f"{weights.shape}, expected {shape}"
-            )
-        if labels.dtype != np.uint8 or weights.dtype != np.uint8 or weights.max(initial=0) > REGION_BOX:
-            raise DataError(
-                f"{self.dir / chunk_file_name(index)}: labels must be uint8 and regions uint8 in 0..2, "
-                f"got {labels.dtype} / {weights.dtype}"
-            )
-        buf = io.BytesIO()
-        np.savez_compressed(buf, labels=labels, regions=weights)
-        data = buf.getvalue()
-        path = self.dir / chunk_file_name(index)
-        _write_file(path, data)
-        self._checksums[index] = hashlib.sha256(data).hexdigest()
+        self._checksums[index] = write_chunk_file(self.dir, self.header, index, labels, weights)
         _write_meta(self.dir, self.header, self._checksums, complete=False)
+
+    def adopt_chunks(self) -> list[int]:
+        """Record the checksum of every chunk that ``meta.json`` lists as missing but whose file exists and
+        reads back whole (the right shapes, dtypes and region values; the zip's CRCs checked): what
+        parallel writers (:func:`write_chunk_file`) finished before a kill. Writes ``meta.json`` (still
+        incomplete) when any chunk was adopted. Returns the adopted chunk indices."""
+        adopted: list[int] = []
+        if not self._resumed:
+            return adopted  # files without a meta.json of this header are of unknown origin: recomputed
+        for i in self.missing_chunks():
+            path = self.dir / chunk_file_name(i)
+            if not path.is_file():
+                continue
+            try:
+                data = path.read_bytes()
+                _decode_chunk(data, self._chunk_shape(i), str(path))
+            except (DataError, OSError):
+                continue  # recomputed (and replaced atomically) like a missing chunk
+            self._checksums[i] = hashlib.sha256(data).hexdigest()
+            adopted.append(i)
+        if adopted:
+            _write_meta(self.dir, self.header, self._checksums, complete=False)
+        return adopted
+
+    def record_chunks(self, digests: dict[int, str]) -> None:
+        """Record the sha256 of chunks written by :func:`write_chunk_file` (``{index: hex digest}``) and write
+        ``meta.json`` once (still incomplete; :meth:`finalize` re-verifies every file)."""
+        for i, digest in digests.items():
+            if not 0 <= int(i) < self.header.num_chunks:
+                raise DataError(f"{self.dir}: chunk index {i} out of range ({self.header.num_chunks} chunks)")
+            self._checksums[int(i)] = str(digest)
+        _write_meta(self.dir, self.header, self._checksums, complete=False)
+
+    def _chunk_shape(self, index: int) -> tuple[int, int, int]:
+        start, stop = self.chunk_range(index)
+        return stop - start, self.header.height, self.header.width
 
     def finalize(self) -> Path:
         """Re-verify every chunk's checksum and atomically mark the store complete; returns the directory."""
@@ -436,5 +534,7 @@ __all__ = [
     "LabelStoreWriter",
     "StoreHeader",
     "chunk_file_name",
+    "encode_chunk",
     "store_is_complete",
+    "write_chunk_file",
 ]
