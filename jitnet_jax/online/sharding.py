@@ -47,7 +47,19 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def _put(tree: Any, sharding: NamedSharding) -> Any:
-    return jax.tree_util.tree_map(lambda x: jax.device_put(x, sharding), tree)
+    """Place every leaf with ``sharding``. A sharding that spans devices of several processes (a mesh over
+    hosts) is built from each process's own shards of the value (which every process holds whole):
+    ``jax.make_array_from_callback``; ``device_put`` accepts only addressable devices."""
+    if sharding.is_fully_addressable:
+        return jax.tree_util.tree_map(lambda x: jax.device_put(x, sharding), tree)
+
+    def put(x: Any) -> Any:
+        is_key = jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+        host = np.asarray(jax.device_get(jax.random.key_data(x) if is_key else x))
+        arr = jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+        return jax.random.wrap_key_data(arr, impl=jax.random.key_impl(x)) if is_key else arr
+
+    return jax.tree_util.tree_map(put, tree)
 
 
 def shard_members(tree: Any, mesh: Mesh) -> Any:
