@@ -354,3 +354,79 @@ def test_cache_key_covers_what_determines_the_labels(shared_data, tmp_path):
     d = precompute.ensure_store(cache_dir=cache, **kw)
     assert len({a, b, c, d}) == 4 and all(store_is_complete(p) for p in (a, b, c, d))
     assert LabelStore(b).info.class_names == ("background", "person")
+
+
+def test_store_bytes_do_not_depend_on_the_clock(tmp_path, monkeypatch):
+    """The same labels give the same chunk files at any time of day: a store is reproducible, so stores
+    written by different runs or workers can be compared byte for byte (a guard: chunk bytes must never
+    carry a time stamp)."""
+    import time
+
+    video = tmp_path / "cam.mp4"
+    _video(video, 6)
+    det = {
+        t: {
+            "pred_boxes": np.array([[8.0, 4.0, 40.0, 30.0]]),
+            "pred_classes": np.array([2]),
+            "scores": np.array([0.9], np.float32),
+            "image_size": np.array([48, 64]),
+        }
+        for t in range(6)
+    }
+    np.save(tmp_path / "d2.npy", det, allow_pickle=True)
+    args = ["--video", str(video), "--detectron", str(tmp_path / "d2.npy"), "--groups", "person;car"]
+    args += ["--height", "12", "--width", "16", "--chunk-size", "4", "--no-progress"]
+    files = []
+    for k, clock in enumerate((1_000_000_000.0, 1_700_000_000.0)):  # 2001 and 2023
+        monkeypatch.setattr(time, "time", lambda c=clock: c)
+        assert precompute.main([*args, "--out", str(tmp_path / f"s{k}")]) == 0
+        monkeypatch.undo()
+        files.append({p.name: p.read_bytes() for p in sorted((tmp_path / f"s{k}").glob("*.npz"))})
+    assert list(files[0]) == [chunk_file_name(0), chunk_file_name(1)]
+    assert files[0] == files[1]
+    assert (LabelStore(tmp_path / "s0").frame(0)[0] == 2).any()
+
+
+def test_resume_adopts_whole_chunk_files_missing_from_meta(shared_data, tmp_path, monkeypatch):
+    """Chunk files a killed parallel writer left (written atomically, never recorded in meta.json) are kept
+    when they read back whole; a damaged one is recomputed."""
+    from jitnet_jax.data.label_store import write_chunk_file
+
+    ref = tmp_path / "ref"
+    assert precompute.main(lvs_args(shared_data, ref)) == 0
+    out = tmp_path / "store"
+    job = precompute.lvs_job(
+        shared_data / "lvs_mini", "residential_street1", height=45, width=80, chunk_size=16, max_frames=40
+    )
+    LabelStoreWriter(out, job.header)  # meta.json of this header, no chunk recorded
+    store = LabelStore(ref)
+    for i in (0, 2):
+        a, b = i * 16, min(i * 16 + 16, 40)
+        write_chunk_file(out, job.header, i, *store.frames(a, b))
+    (out / chunk_file_name(2)).write_bytes((out / chunk_file_name(2)).read_bytes()[:-20])  # damaged
+    stamp = (out / chunk_file_name(0)).stat().st_mtime_ns
+    real_write = LabelStoreWriter.write_chunk
+    written: list[int] = []
+
+    def record(self, index, labels, weights):
+        written.append(index)
+        real_write(self, index, labels, weights)
+
+    monkeypatch.setattr(LabelStoreWriter, "write_chunk", record)
+    assert precompute.main(lvs_args(shared_data, out)) == 0
+    assert written == [1, 2]
+    assert (out / chunk_file_name(0)).stat().st_mtime_ns == stamp
+    for name in ("meta.json", chunk_file_name(0), chunk_file_name(1), chunk_file_name(2)):
+        assert (out / name).read_bytes() == (ref / name).read_bytes()
+
+
+def test_runner_without_beam_names_the_extra(shared_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "apache_beam", None)  # import apache_beam raises ImportError
+    monkeypatch.delitem(sys.modules, "teacher.beam_pipeline", raising=False)
+    assert precompute.main([*lvs_args(shared_data, tmp_path / "o"), "--runner", "direct"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs Apache Beam" in err and "pip install -e '.[beam]'" in err
+    assert not (tmp_path / "o").exists()
+    # Beam options without --runner are refused by the argument parser
+    with pytest.raises(SystemExit):
+        precompute.main([*lvs_args(shared_data, tmp_path / "o"), "--direct_num_workers", "2"])

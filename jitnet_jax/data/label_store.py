@@ -22,7 +22,8 @@ Chunk ``i`` holds frames ``[i * chunk_size, min((i + 1) * chunk_size, num_frames
 skipped. Chunk bytes depend only on the arrays (:func:`encode_chunk` stamps every zip entry with a fixed
 date), so the same labels give the same files and checksums on every run and every worker; parallel
 writers use :func:`write_chunk_file` (no ``meta.json`` update) and one final
-:meth:`LabelStoreWriter.record_chunks` + :meth:`LabelStoreWriter.finalize`. :class:`LabelStore` reads a complete store with random access by frame and a small LRU of chunks,
+:meth:`LabelStoreWriter.record_chunks` + :meth:`LabelStoreWriter.finalize`.
+:class:`LabelStore` reads a complete store with random access by frame and a small LRU of chunks,
 so memory does not depend on the stream length. Every problem raises :class:`DataError` (a ``ValueError``)
 with a one-line message naming the file and what is wrong.
 """
@@ -200,14 +201,14 @@ def _write_file(path: Path, data: bytes) -> None:
         ) from None
 
 
-#: Date stamped on every zip entry of a chunk (the zip format's earliest): chunk bytes never depend on the
-#: clock, so a store is byte-for-byte reproducible (``np.savez_compressed`` stamps the current time).
+#: Date stamped on every zip entry of a chunk (the zip format's earliest; what ``np.savez_compressed`` gets
+#: from ``zipfile`` on Python 3.11, pinned here so chunk bytes can never come to depend on the clock).
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 def encode_chunk(labels: np.ndarray, regions: np.ndarray) -> bytes:
-    """The ``.npz`` bytes of one chunk: a deflated zip of ``labels.npy`` and ``regions.npy`` (what
-    ``np.savez_compressed`` writes, with a fixed entry date), read back by ``np.load``.
+    """The ``.npz`` bytes of one chunk: a deflated zip of ``labels.npy`` and ``regions.npy``, byte for byte
+    what ``np.savez_compressed`` writes (with the entry date pinned), read back by ``np.load``.
 
     Args:
       labels, regions: uint8 ``[n, H, W]`` each.
