@@ -198,19 +198,31 @@ def test_partial_save_is_ignored(tmp_path):
     ck2.close()
 
 
+def _sentinel_handler(signum, frame):  # pragma: no cover - installed, never called
+    raise AssertionError(f"sentinel handler called for signal {signum}")
+
+
 def test_graceful_stop_saves_and_raises(tmp_path):
     ck = StreamCheckpointer(tmp_path / "ck", make_fingerprint(_cfg(), INFO), every_frames=0)
-    with GracefulStop() as stop:
-        cb = ck.on_chunk_callback(stop)
-        cb(_state(1, 4), _chunk(0, 4), None, _per_frame(4))  # no stop requested, no periodic saves
-        assert ck.steps() == []
-        os.kill(os.getpid(), signal.SIGTERM)  # handled: sets the flag
-        assert stop.is_set() and stop.signum == signal.SIGTERM
-        with pytest.raises(Interrupted, match="SIGTERM.*checkpoint saved at frame 8") as e:
-            cb(_state(1, 8), _chunk(4, 4), None, _per_frame(8))
-        assert e.value.cursor == 8
-    assert ck.steps() == [8]
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.signal(s, _sentinel_handler) for s in sigs}  # handlers only this test installs
+    try:
+        with GracefulStop() as stop:
+            assert all(signal.getsignal(s) is not _sentinel_handler for s in sigs)
+            cb = ck.on_chunk_callback(stop)
+            cb(_state(1, 4), _chunk(0, 4), None, _per_frame(4))  # no stop requested, no periodic saves
+            assert ck.steps() == []
+            os.kill(os.getpid(), signal.SIGTERM)  # handled: sets the flag
+            assert stop.is_set() and stop.signum == signal.SIGTERM
+            with pytest.raises(Interrupted, match="SIGTERM.*checkpoint saved at frame 8") as e:
+                cb(_state(1, 8), _chunk(4, 4), None, _per_frame(8))
+            assert e.value.cursor == 8
+        assert ck.steps() == [8]
+        # on exit the handlers in place before entering are back (not the defaults, not GracefulStop's)
+        assert [signal.getsignal(s) for s in sigs] == [_sentinel_handler] * 2
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
 
 
 def test_bad_arguments(tmp_path):
