@@ -77,8 +77,10 @@ def _locked_part(
     starts: Starts,
     all_streams: Sequence[str],
 ) -> dict[str, Any] | None:
-    """The part of ``m`` on ``stream``, computed under its lock (released however the run ends);
-    None when another table process on the same output folder holds the lock (it computes the part)."""
+    """The part of ``m`` on ``stream`` (read from ``source``), computed from its start (loaded into
+    ``starts`` on first use) under its lock, which is released however the run ends; it is written and
+    one line printed about it. None when another table process on the same output folder holds the lock
+    (it computes the part)."""
     lock = part_lock(s, stream, m.name)
     try:
         lock.acquire()
@@ -86,36 +88,24 @@ def _locked_part(
         print(f"{stream:>20} {m.name:<20} being computed by another process: skipped", file=sys.stderr)
         return None
     try:
-        cached = load_cached(part_path(s, stream, m.name), key)  # finished by another process meanwhile
-        return cached if cached is not None else _compute_part(s, m, stream, source, key, starts, all_streams)
+        part = load_cached(part_path(s, stream, m.name), key)  # finished by another process meanwhile
+        if part is not None:
+            return part
+        info = source.info
+        cfg = student_config(s, info.num_classes, m)
+        if m.student and m.start not in starts:
+            if m.start == "loo":
+                starts["loo"] = pretrained_student(s, stream, all_streams, cfg, info.class_names)
+            elif m.start == "camvid":
+                starts["camvid"] = camvid_student(s, cfg, info.class_names)
+            else:
+                raise ValueError(f"unknown start {m.start!r} (choices: {', '.join(STARTS)})")
+        t0 = time.perf_counter()
+        part = run_method(s, m, source, cfg, starts.get(m.start))
+        part.update(key=digest(key), total_s=time.perf_counter() - t0)
+        write_json(part_path(s, stream, m.name), part)
     finally:
         lock.release()
-
-
-def _compute_part(
-    s: Settings,
-    m: Method,
-    stream: str,
-    source: StoreSource,
-    key: dict[str, Any],
-    starts: Starts,
-    all_streams: Sequence[str],
-) -> dict[str, Any]:
-    """Run ``m`` on ``stream`` (read from ``source``) from its start (loaded into ``starts`` on first use), write the part
-    and print one line about it."""
-    info = source.info
-    cfg = student_config(s, info.num_classes, m)
-    if m.student and m.start not in starts:
-        if m.start == "loo":
-            starts["loo"] = pretrained_student(s, stream, all_streams, cfg, info.class_names)
-        elif m.start == "camvid":
-            starts["camvid"] = camvid_student(s, cfg, info.class_names)
-        else:
-            raise ValueError(f"unknown start {m.start!r} (choices: {', '.join(STARTS)})")
-    t0 = time.perf_counter()
-    part = run_method(s, m, source, cfg, starts.get(m.start))
-    part.update(key=digest(key), total_s=time.perf_counter() - t0)
-    write_json(part_path(s, stream, m.name), part)
     sm = part["summary"]  # one line per finished run, also without progress bars
     print(
         f"{stream:>20} {m.name:<20} mIoU {sm['miou']:.3f}  speedup {sm['speedup_cost_model']:.1f}x  "

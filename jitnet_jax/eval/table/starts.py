@@ -51,6 +51,8 @@ def _pretrained_student_locked(
     cfg: StudentConfig,
     class_names: tuple[str, ...],
 ) -> tuple[Any, Any]:
+    """:func:`pretrained_student` while holding its lock: the cached checkpoint at ``path`` if its key
+    matches, else pretrained on the other streams' label stores and saved there."""
     from jitnet_jax.student.pretrain import pretrain, store_examples
 
     if path.is_dir():
@@ -96,6 +98,8 @@ def camvid_student(s: Settings, cfg: StudentConfig, class_names: tuple[str, ...]
 
 
 def initial_state(s: Settings, cfg: StudentConfig, weights: tuple[Any, Any] | None) -> StudentState:
+    """A fresh student state (``jax.random.key(s.seed)``) for frames of the table's size, with ``weights``
+    (``(params, batch_stats)``, copied) when given, else random init."""
     state = init_state(jax.random.key(s.seed), cfg, (s.height, s.width))
     if weights is not None:  # copied: the online loop donates its state
         params, stats = jax.tree_util.tree_map(jnp.copy, weights)
