@@ -28,9 +28,10 @@ import numpy as np
 from jitnet_jax.compile_cache import add_compile_cache_flag, enable_compile_cache
 from jitnet_jax.config import to_dict
 from jitnet_jax.data.types import StreamSource
+from jitnet_jax.eval.summary import summarize_run
 from jitnet_jax.host_memory import keep_freed_memory
 from jitnet_jax.io import atomic_write_text, lock_output
-from jitnet_jax.online.runner import StreamResult, run_stream, summarize
+from jitnet_jax.online.runner import StreamResult, run_stream
 from jitnet_jax.run_config import REAL_STREAM_INIT, RunConfig, add_config_flags, make_config, real_stream
 from teacher.sources import open_source
 
@@ -378,7 +379,7 @@ def _finish(
         k.replace("_flops", "_gflops"): v / 1e9
         for k, v in student_flops(cfg.online.student, (info.height, info.width)).items()
     }
-    summary = summarize(result, cfg.online, info.class_names, cfg.cost, gflops)
+    summary = summarize_run(result, cfg.online, info.class_names, cfg.cost, gflops)
     summary["stream"] = info.name
     write_per_frame_csv(out / "per_frame.csv", result.per_frame, info.class_names)
     from experiments.visualize import plot_timeline
@@ -405,7 +406,7 @@ def _finish_live(
 
     info = source.info
     result = as_live_result(result)
-    summary = summarize(result, cfg.online, info.class_names, cfg.cost)
+    summary = summarize_run(result, cfg.online, info.class_names, cfg.cost)
     write_per_frame_csv(out / "per_frame.csv", result.per_frame, info.class_names)
     plot_timeline(
         result.per_frame,

@@ -44,9 +44,43 @@ HEAVY_FIRST = (
 )
 
 
+#: The ``slow`` tests: whole modules, or single tests (``module::name``), that compile a large program of their
+#: own or start processes (each took 3 s or more of a full run, ``--durations``). ``pytest -m "not slow"``
+#: leaves them out and still runs a test of every module of the package.
+SLOW_MODULES = ("test_sharding.py", "test_multihost.py", "test_resume.py", "test_precompute_beam.py")
+SLOW_TESTS = (
+    "test_train.py::test_jit_equals_eager",
+    "test_train.py::test_overfit_one_real_frame",
+    "test_table.py::test_table_end_to_end_and_cache",
+    "test_pretrain.py::test_cli_camvid_fake_folder",
+    "test_pretrain.py::test_cli_leave_one_out_on_real_streams",
+    "test_model.py::test_custom_conv_backward_matches_xla_gradients",
+    "test_online.py::test_compiled_loop_matches_python_reference",
+    "test_baselines.py::test_offline_training_fits_examples",
+    "test_baselines.py::test_oracle_training_is_the_scanned_loop_of_train_steps",
+    "test_stream_cli.py::test_real_lvs_stream_runs",
+    "test_replay.py::test_replay_in_a_sweep_equals_separate_runs",
+    "test_replay.py::test_delayed_teacher_in_a_gated_sweep",
+    "test_precompute.py::test_sigkill_then_rerun_continues",
+    "test_faults.py::test_sigkill_during_the_precompute",
+    "test_pretrained.py::test_shipped_camvid_student_accuracy",
+    "test_sweep.py::test_gating_decides_any_teacher_outside_the_vmap",
+    "test_sweep.py::test_vmapped_sweep_matches_separate_runs",
+    "test_compile_cache.py::test_second_process_hits_the_cache",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's -m deselection reads the markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Heavy modules first (``HEAVY_FIRST``), the rest after in their usual order; the order of the tests
-    inside a module does not change."""
+    """Markers: ``real_data`` on every test that uses the ``shared_data`` fixture, ``slow`` on
+    :data:`SLOW_MODULES` and :data:`SLOW_TESTS`. Order: heavy modules first (``HEAVY_FIRST``), the rest after
+    in their usual order; the order of the tests inside a module does not change."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_data)
+        name = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+        if item.path.name in SLOW_MODULES or name in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
     rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(HEAVY_FIRST)))
 

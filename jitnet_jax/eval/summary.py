@@ -12,12 +12,16 @@ its label's row, ``d`` frames later, the ``updates`` and ``acc`` of the training
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jitnet_jax.eval.costs import CostModel, cost_model_speedup, flops_speedup
 from jitnet_jax.student.metrics import iou_from_counts
+
+if TYPE_CHECKING:  # the run types; this module itself needs only numpy
+    from jitnet_jax.online.engine import OnlineConfig
+    from jitnet_jax.online.runner import StreamResult
 
 
 def passed_checks(per_frame: dict[str, np.ndarray], a_thr: float, teacher_delay: int = 0) -> int:
@@ -121,3 +125,25 @@ def summarize_per_frame(
         )
         out.update({k: float(v) for k, v in gflops.items()})
     return out
+
+
+def summarize_run(
+    result: StreamResult,
+    cfg: OnlineConfig,
+    class_names: tuple[str, ...],
+    cost: CostModel | None = None,
+    gflops: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """The summary of an online run (:func:`summarize_per_frame` of its per-frame rows, with the run's
+    ``a_thr``, frames per update (``replay_batch``), teacher delay, wall and compile seconds)."""
+    return summarize_per_frame(
+        result.per_frame,
+        class_names,
+        cost=cost,
+        wall_s=result.wall_s,
+        compile_s=result.compile_s,
+        a_thr=cfg.a_thr,
+        gflops=gflops,
+        frames_per_update=cfg.replay_batch,
+        teacher_delay=cfg.teacher_delay,
+    )

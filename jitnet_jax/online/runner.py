@@ -17,8 +17,6 @@ import numpy as np
 
 from jitnet_jax.data.prefetch import prefetch
 from jitnet_jax.data.types import Chunk, StreamSource
-from jitnet_jax.eval.costs import CostModel
-from jitnet_jax.eval.summary import summarize_per_frame
 from jitnet_jax.online.engine import Knobs, OnlineConfig, OnlineState, init_online_state, make_run_chunk
 from jitnet_jax.online.pipeline import Checkpointing, ChunkPipeline, Progress, device_chunks
 from jitnet_jax.online.rows import (
@@ -277,24 +275,3 @@ def limit_chunks(source: StreamSource, chunk_size: int, total: int, start: int =
         if over.any():
             chunk = chunk._replace(valid=chunk.valid & ~over)
         yield chunk
-
-
-def summarize(
-    result: StreamResult,
-    cfg: OnlineConfig,
-    class_names: tuple[str, ...],
-    cost: CostModel | None = None,
-    gflops: dict[str, float] | None = None,
-) -> dict[str, Any]:
-    """The run's summary: stream-level IoU (foreground mIoU), teacher fraction, updates, speedups
-    (:func:`jitnet_jax.eval.summary.summarize_per_frame`, the one summary every method uses)."""
-    return summarize_per_frame(
-        result.per_frame,
-        class_names,
-        cost=cost,
-        wall_s=result.wall_s,
-        compile_s=result.compile_s,
-        a_thr=cfg.a_thr,
-        gflops=gflops,
-        frames_per_update=cfg.replay_batch,
-    )

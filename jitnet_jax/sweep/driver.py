@@ -26,10 +26,11 @@ import numpy as np
 from jitnet_jax.config import OnlineConfig
 from jitnet_jax.data.prefetch import prefetch
 from jitnet_jax.data.types import Chunk, StreamSource
+from jitnet_jax.eval.summary import summarize_run
 from jitnet_jax.online.engine import OnlineState
 from jitnet_jax.online.pipeline import ChunkPipeline, Progress, Synced, device_chunks
 from jitnet_jax.online.rows import PerFrameBuffer, chunk_per_frame
-from jitnet_jax.online.runner import StreamResult, summarize
+from jitnet_jax.online.runner import StreamResult
 from jitnet_jax.student.metrics import iou_from_counts
 from jitnet_jax.sweep.compiled import MODES, make_sweep_chunk
 from jitnet_jax.sweep.grid import Member
@@ -224,12 +225,12 @@ def summarize_sweep(
     class_names: tuple[str, ...],
     gflops: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per member: the member's fields plus :func:`~jitnet_jax.online.runner.summarize` of its run
+    """One row per member: the member's fields plus :func:`~jitnet_jax.eval.summary.summarize_run` of its run
     (``wall_s`` is the amortised share; ``sweep_wall_s`` the whole sweep's)."""
     rows = []
     for k, m in enumerate(result.members):
         cfg = m.online_config(base)
-        summary = summarize(result.member_result(k), cfg, class_names, gflops=gflops)
+        summary = summarize_run(result.member_result(k), cfg, class_names, gflops=gflops)
         rows.append({"member": k, **dataclasses.asdict(m), **summary, "sweep_wall_s": result.wall_s})
     return rows
 
