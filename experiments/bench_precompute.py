@@ -9,7 +9,7 @@ Labels the clips (default: every video in ``$JITNET_DATA/clips``, else ``../shar
   ``--threads`` (2) interpreter threads;
 * ``beam``: one Beam pipeline over all clips on the direct runner with ``--workers`` (2) worker processes
   (``--direct_num_workers N --direct_running_mode multi_processing``), the teacher on ``--beam-threads``
-  (1) thread per worker.
+  (1) thread per worker (``--beam-threads 1 2`` runs the pipeline once per thread count).
 
 Prints the frames/s of each and their ratio, where the time goes (planning, i.e. probing and counting
 frames, then decode, teacher, rasterise and write, summed over the workers for Beam), the teacher's
@@ -105,7 +105,7 @@ def run_single(clips: list[Path], out: Path, args: argparse.Namespace) -> dict[s
     return {"frames": frames, "seconds": wall, "stages": clock.seconds}
 
 
-def run_beam(clips: list[Path], out: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_beam(clips: list[Path], out: Path, args: argparse.Namespace, threads: int) -> dict[str, Any]:
     from teacher.beam_pipeline import run_stores
     from teacher.precompute import plan_store
 
@@ -120,7 +120,7 @@ def run_beam(clips: list[Path], out: Path, args: argparse.Namespace) -> dict[str
             width=args.width,
             chunk_size=args.chunk_size,
             max_frames=args.frames,
-            num_threads=args.beam_threads,
+            num_threads=threads,
         )
         for clip in clips
     ]
@@ -129,6 +129,10 @@ def run_beam(clips: list[Path], out: Path, args: argparse.Namespace) -> dict[str
     wall = time.perf_counter() - t0
     stages = {"plan": res.seconds["plan"], **res.stages}
     return {"frames": res.frames, "seconds": wall, "stages": stages, "units": res.units}
+
+
+def _teacher_per_frame(r: dict[str, Any]) -> float:
+    return 1e3 * r["stages"].get("teacher", 0.0) / max(r["frames"], 1)
 
 
 def _row(name: str, r: dict[str, Any]) -> str:
@@ -154,7 +158,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--frames", type=int, help="label only the first N frames of each clip")
     p.add_argument("--threads", type=int, default=2, help="teacher threads in the single process")
     p.add_argument("--workers", type=int, default=2, help="Beam direct-runner worker processes")
-    p.add_argument("--beam-threads", type=int, default=1, help="teacher threads per Beam worker")
+    p.add_argument(
+        "--beam-threads",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="teacher threads per Beam worker; several values run the pipeline once each (the first is the "
+        "reported ratio)",
+    )
     p.add_argument("--out", type=Path, help="scratch folder for the stores (default: a temp folder)")
     p.add_argument("--json", type=Path, help="also write the report here")
     args = p.parse_args(argv)
@@ -186,21 +197,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     single = run_single(clips, scratch / "single", args)
     print(_row("single", single) + f"   [1 process, teacher {args.threads} threads]")
     sys.stdout.flush()
-    beam = run_beam(clips, scratch / "beam", args)
+    beams: dict[int, dict[str, Any]] = {}
+    for threads in args.beam_threads:
+        out = scratch / f"beam_{threads}t"
+        shutil.rmtree(out, ignore_errors=True)
+        beams[threads] = r = run_beam(clips, out, args, threads)
+        r["ratio"] = (r["frames"] / r["seconds"]) / (single["frames"] / single["seconds"])
+        r["identical"] = all(_files(scratch / "single" / c.stem) == _files(out / c.stem) for c in clips)
+        print(
+            _row("beam", r) + f"   [direct runner, {args.workers} workers x {threads} thread(s), "
+            f"{r['units']} units of <= {args.range_frames} frames]"
+        )
+        sys.stdout.flush()
+    print(f"teacher in the runs: single {_teacher_per_frame(single):.1f} ms/frame on {args.threads} threads")
+    for threads, r in beams.items():
+        tb = _teacher_per_frame(r)
+        print(
+            f"  beam {args.workers} workers x {threads} thread(s): {tb:.1f} ms/frame per worker, "
+            f"{tb / args.workers:.1f} ms/frame with the workers in parallel; ratio beam / single "
+            f"{r['ratio']:.2f}x, stores byte-identical: {r['identical']}"
+        )
+    beam = beams[args.beam_threads[0]]
+    ratio, identical = beam["ratio"], all(r["identical"] for r in beams.values())
     print(
-        _row("beam", beam) + f"   [direct runner, {args.workers} workers x {args.beam_threads} thread, "
-        f"{beam['units']} units of <= {args.range_frames} frames]"
-    )
-    ratio = (beam["frames"] / beam["seconds"]) / (single["frames"] / single["seconds"])
-    identical = all(_files(scratch / "single" / c.stem) == _files(scratch / "beam" / c.stem) for c in clips)
-    print(f"ratio beam / single: {ratio:.2f}x   stores byte-identical: {identical}")
-    # teacher ms per frame on the busy machine, as measured inside each path
-    ts = 1e3 * single["stages"].get("teacher", 0.0) / max(single["frames"], 1)
-    tb = 1e3 * beam["stages"].get("teacher", 0.0) / max(beam["frames"], 1)
-    print(
-        f"teacher in the runs: single {ts:.1f} ms/frame on {args.threads} threads; beam {tb:.1f} ms/frame "
-        f"per worker on {args.beam_threads} thread(s), {tb / args.workers:.1f} ms/frame with {args.workers} "
-        "workers in parallel"
+        f"ratio beam ({args.workers} workers x {args.beam_threads[0]} thread) / single ({args.threads} threads): "
+        f"{ratio:.2f}x   stores byte-identical: {identical}"
     )
     report = {
         "cpu": _cpu(),
@@ -211,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "teacher_ms": {"1": t1, "2": t2},
         "single": single,
         "beam": beam,
+        "beam_by_threads": beams,
         "ratio": ratio,
         "identical": identical,
     }

@@ -151,6 +151,7 @@ class LabelRangeFn(beam.DoFn):
     def __init__(self, teacher: str | None, model: str | None, threads: int) -> None:
         self.teacher_name, self.model, self.threads = teacher, model, threads
         self._teacher: Any = None
+        self._load_seconds = 0.0
         self._lvs: dict[tuple[str, str], Any] = {}
         self._timers = {s: Metrics.counter(METRICS_NAMESPACE, f"{s}_us") for s in STAGES}
         self._frames = Metrics.counter(METRICS_NAMESPACE, "frames")
@@ -166,7 +167,7 @@ class LabelRangeFn(beam.DoFn):
             self._teacher = make_teacher(self.teacher_name, self.model, self.threads)
         except (ValueError, OSError) as e:
             raise _fail(e) from None
-        self._timers["teacher_load"].inc(int((time.perf_counter() - t0) * 1e6))
+        self._load_seconds = time.perf_counter() - t0  # counted with the first unit (setup has no metrics)
 
     def _instances(self, unit: WorkUnit, clock: StageClock) -> Iterator[Any]:
         task = unit.task
@@ -193,6 +194,9 @@ class LabelRangeFn(beam.DoFn):
         task = unit.task
         h = task.header
         clock = StageClock()
+        if self._load_seconds:
+            clock.add("teacher_load", self._load_seconds)
+            self._load_seconds = 0.0
         try:
             it = self._instances(unit, clock)
             for i in unit.chunks:
@@ -317,9 +321,14 @@ def run_stores(
         stages: dict[str, float] = {}
         frames = 0
         if tasks:
-            options = PipelineOptions([*pipeline_args, f"--runner={runner}"])
+            # the user's options come after the defaults and win
+            quiet = ["--default_sdk_harness_log_level=ERROR"]
+            options = PipelineOptions([*quiet, *pipeline_args, f"--runner={runner}"])
             p = beam.Pipeline(options=options)
             build_pipeline(p, tasks, units, teacher, model, int(threads))
+            beam_log = logging.getLogger("apache_beam")
+            level = beam_log.level
+            beam_log.setLevel(logging.ERROR)  # the runner's notes on its own options are not for the user
             try:
                 result = p.run()
                 result.wait_until_finish()
@@ -329,6 +338,8 @@ def run_stores(
                     raise PipelineFailed(m[-1]) from None
                 lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
                 raise PipelineFailed(f"pipeline failed: {lines[-1] if lines else type(e).__name__}") from None
+            finally:
+                beam_log.setLevel(level)
             stages, frames = _metrics(result)
         t_run = time.perf_counter() - t_start - t_plan
     from jitnet_jax.data.label_store import store_is_complete

@@ -265,7 +265,12 @@ def _decode_chunk(data: bytes, shape: tuple[int, int, int], source: str) -> tupl
             labels, weights = z["labels"], z["regions"]
     except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{source}: corrupt label chunk ({e})") from None
-    if labels.shape != shape or weights.shape != shape or labels.dtype != np.uint8 or weights.dtype != np.uint8:
+    if (
+        labels.shape != shape
+        or weights.shape != shape
+        or labels.dtype != np.uint8
+        or weights.dtype != np.uint8
+    ):
         raise DataError(
             f"{source}: label chunk has shape {labels.shape} {labels.dtype} / {weights.shape} {weights.dtype}, "
             f"expected {shape} uint8"
