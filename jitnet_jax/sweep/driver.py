@@ -117,7 +117,8 @@ def run_sweep(
         of the per-frame cond) or ``"map"`` (``lax.map`` over members; see :func:`sweep_frame_step`).
       mesh: optional ``jax.sharding.Mesh`` with a ``"members"`` axis: the member axis is sharded over
         its devices (see :mod:`jitnet_jax.online.sharding`); K must be a multiple of its size.
-      memory_budget: bytes for :func:`check_memory` (default 80% of the available memory).
+      memory_budget: bytes for :func:`check_memory` (default 80% of the memory available per device: host
+        memory on CPU, device memory on GPU/TPU, members split over the mesh).
     """
     base.validate()
     if mode not in MODES:
@@ -138,7 +139,7 @@ def run_sweep(
             f"model.num_classes={base.student.model.num_classes}"
         )
     k_members, t_chunk, h, w = len(members), base.chunk_size, info.height, info.width
-    memory = check_memory(base, k_members, (h, w), t_chunk, len(sources), memory_budget)
+    memory = check_memory(base, k_members, (h, w), t_chunk, len(sources), memory_budget, mesh=mesh)
     longest = max(s.info.num_frames for s in sources)
     total = longest if max_frames is None else min(longest, max_frames)
     totals = [min(s.info.num_frames, total) for s in sources]
