@@ -227,7 +227,7 @@ def tfds_examples(
     ``label_names`` (default: the feature's ``names``, or the dataset metadata's ``class_names``). Every
     target class must have a source class of that name. ``height``/``width`` None keep the stored size
     (all examples must then share it). Foreground pixels get weight ``fg_weight`` (> 1, read as "inside
-    a box" by the engine's weighting), background 1, ignored 0.
+    a box" by the engine's weighting), background pixels weight 1, ignored pixels 0.
     """
     try:
         import tensorflow_datasets as tfds
