@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -12,9 +14,10 @@ import pytest
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
 from jitnet_jax.data.synthetic import SyntheticStream
 from jitnet_jax.data.types import Chunk
+from jitnet_jax.eval.summary import summarize_run as summarize
 from jitnet_jax.online.engine import Knobs, OnlineConfig, next_delta
 from jitnet_jax.online.reference import ACC_TOL, agreed_prefix, run_reference
-from jitnet_jax.online.runner import run_stream, summarize
+from jitnet_jax.online.runner import run_stream
 
 CFG = OnlineConfig(
     student=StudentConfig(model=ModelConfig(num_classes=4), optim=OptimConfig(name="sgd", lr=0.01)),
@@ -146,26 +149,48 @@ def test_summary_keys_and_speedup(stream, compiled_run) -> None:
     assert s["speedup_flops"] > 0
 
 
-def test_no_recompilation_across_chunks(stream) -> None:
-    import logging
+#: The event jax records each time it lowers a traced function to a program to compile: every jit cache
+#: miss (a retrace), every ahead-of-time ``lower``, every new shape of an op run eagerly.
+LOWERING_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
 
-    records: list[str] = []
 
-    class H(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record.getMessage())
+def _lowerings(fn: Callable[[], Any]) -> list[str]:
+    """The functions ``fn()`` lowered (by name, from jax's compile events)."""
+    names: list[str] = []
 
-    handler = H()
-    logger = logging.getLogger("jax")
-    logger.addHandler(handler)
+    def listener(event: str, duration: float, **kw: Any) -> None:
+        if event == LOWERING_EVENT:
+            names.append(str(kw.get("fun_name", "?")))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
     try:
-        with jax.log_compiles(True):  # CFG's program: lowered here, its executable loaded from the cache
-            run_stream(stream, CFG, jax.random.key(1), max_frames=4 * CFG.chunk_size, progress=False)
+        fn()
     finally:
-        logger.removeHandler(handler)
-    chunk_compiles = [r for r in records if r.startswith("Compiling jit(fn)")]
-    # 4 chunks, exactly one compilation of the chunk function
-    assert len(chunk_compiles) == 1, chunk_compiles
+        jax.monitoring.unregister_event_duration_listener(listener)
+    return names
+
+
+def test_no_recompilation_across_chunks(stream) -> None:
+    """A run of four chunks lowers exactly what a run of one chunk does: nothing is traced per chunk
+    (the chunk program, or any op the host loop runs on the device between chunks). Each run ends on a
+    partial chunk, and an ``on_chunk`` hook takes the path that copies the state."""
+    t = CFG.chunk_size
+
+    def run(n_chunks: int, seed: int) -> None:
+        res = run_stream(
+            stream,
+            CFG,
+            jax.random.key(seed),
+            max_frames=n_chunks * t - 7,
+            progress=False,
+            on_chunk=lambda *a: None,
+        )
+        assert len(res.per_frame["frame"]) == n_chunks * t - 7
+
+    run(1, 1)  # everything a run lowers once, lowered (or loaded) here
+    one = _lowerings(lambda: run(1, 2))
+    four = _lowerings(lambda: run(4, 3))
+    assert len(four) == len(one), (one, four)
 
 
 def test_bad_online_config_rejected() -> None:
