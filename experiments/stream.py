@@ -4,11 +4,15 @@
     python -m experiments.stream --lvs ../shared/data/lvs_mini --stream residential_street1
     python -m experiments.stream --store stores/res1    # made by python -m teacher.precompute --out stores/res1
     python -m experiments.stream --video clip.mp4 --teacher yolov8_seg   # precomputes labels, then runs
+    python -m experiments.stream --lvs ../shared/data/lvs_mini \\
+        --stream residential_street1+highway_cctv1+parking_lot1          # one stream of three scenes
 
 Every field of the run config can be set with ``--set path=value`` (e.g. ``--set online.student.optim.b2=0.99``)
 or a JSON file (``--config run.json``, the format of the ``config.json`` a run writes); the common ones have
 their own flags. Outputs go to ``--out DIR`` (default ``runs/<stream>-<time>``): ``config.json``,
 ``summary.json``, ``per_frame.csv``, ``timeline.png`` and ``video.mp4`` (frame | teacher | student).
+A constructed stream (``a[0:400]+b+a[400:]``, docs/scenes.md) is named by its canonical spec; its
+``summary.json`` lists its scenes with each scene's scores and the timeline marks where each scene starts.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 
 from jitnet_jax.compile_cache import add_compile_cache_flag, enable_compile_cache
 from jitnet_jax.config import to_dict
+from jitnet_jax.data.concat import spec_slug
 from jitnet_jax.data.types import StreamSource
 from jitnet_jax.eval.summary import summarize_run
 from jitnet_jax.host_memory import keep_freed_memory
@@ -45,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_argument_group("stream source (default: the embedded synthetic stream)")
-    src.add_argument("--stream", default="synthetic", help="'synthetic', or a stream name with --lvs")
+    src.add_argument(
+        "--stream",
+        default="synthetic",
+        help="'synthetic', or with --lvs a stream name or a constructed stream such as "
+        "'a[0:400]+b+a[400:]' (docs/scenes.md)",
+    )
     src.add_argument("--lvs", help="LVS root folder holding stream folders (e.g. ../shared/data/lvs_mini)")
     src.add_argument("--store", help="a precomputed label store (python -m teacher.precompute)")
     src.add_argument("--video", help="a video file; labels come from --teacher, precomputed first")
@@ -129,6 +139,29 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def scene_scores(scenes: list[dict[str, Any]], per_frame: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Each scene of a constructed stream (``ConcatSource.scenes_json``: name, part, ``source_frames`` and
+    ``frames`` ``[start, stop)``) with the run's scores on the frames of it that were processed:
+    ``frames_run``, ``miou`` (foreground, NaN when no foreground class appears), ``teacher_frames`` and
+    ``updates`` (per-frame arrays as :class:`StreamResult` holds them: ``frame`` int ``[N]``, ``tp``/``fp``/
+    ``fn`` int ``[N, C]``)."""
+    from jitnet_jax.student.metrics import iou_from_counts
+
+    frame = np.asarray(per_frame["frame"])
+    out = []
+    for sc in scenes:
+        a, b = sc["frames"]
+        m = (frame >= a) & (frame < b)
+        row = {**sc, "frames_run": int(m.sum())}
+        if m.any():
+            counts = (np.asarray(per_frame[k])[m].sum(0) for k in ("tp", "fp", "fn"))
+            row["miou"] = iou_from_counts(*counts)["miou"]
+            row["teacher_frames"] = int(np.asarray(per_frame["teacher"])[m].sum())
+            row["updates"] = int(np.asarray(per_frame["updates"])[m].sum())
+        out.append(row)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     # ffmpeg (video writing, decoding) is started with fork+exec, which is safe; silence JAX's fork warning
     warnings.filterwarnings("ignore", message="os.fork\\(\\) was called")
@@ -163,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if (info.height, info.width) != (cfg.height, cfg.width):
         cfg = dataclasses.replace(cfg, height=info.height, width=info.width)
-    out = Path(args.out) if args.out else Path("runs") / f"{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    slug = spec_slug(info.name)  # a constructed stream's spec without the characters awkward in paths
+    out = Path(args.out) if args.out else Path("runs") / f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         return _run(args, cfg, source, out)
     except ValueError as e:  # includes DataError, CheckpointError, OutputBusy
@@ -381,6 +415,8 @@ def _finish(
     }
     summary = summarize_run(result, cfg.online, info.class_names, cfg.cost, gflops)
     summary["stream"] = info.name
+    if hasattr(source, "scenes_json"):
+        summary["scenes"] = scene_scores(source.scenes_json(), result.per_frame)
     write_per_frame_csv(out / "per_frame.csv", result.per_frame, info.class_names)
     from experiments.visualize import plot_timeline
 

@@ -5,6 +5,7 @@
     python -m experiments.sweep --grid schedule=constant,cosine,warmup_cosine,exponential,piecewise \\
         --lvs ../shared/data/lvs_mini --stream residential_street1 --out runs/sweep2
     python -m experiments.sweep --grid seed=0,1 --lvs DIR --streams a,b,c   # several streams in one program
+    python -m experiments.sweep --grid a_thr=0.8,0.9 --lvs DIR --streams a+b+c,a   # a constructed stream
 
 Sweepable (``--grid name=v1,v2,...``; the grid is the cartesian product): lr, schedule, momentum,
 a_thr, delta_min, delta_max, u_max, fg_weight, bg_weight, seed, stream (index into --streams).
@@ -12,9 +13,9 @@ The base configuration comes from ``--config FILE`` / the common flags / ``--set
 ``experiments.stream``. A grid file (``--grid-file grid.json``: ``{"lr": [0.003, 0.01], ...}``) may replace
 or extend the ``--grid`` flags.
 
-Outputs in ``--out``: ``sweep.json`` (base config, members, one summary per member), ``sweep.csv`` (one row
-per configuration with the summary keys of ``experiments.stream``) and ``pareto.png`` (mIoU against teacher
-%, Pareto front highlighted). ``--mode gated|naive|map`` picks the compiled form (default gated; see
+Outputs in ``--out``: ``sweep.json`` (base config, members, one summary per member, the scenes of each
+constructed stream), ``sweep.csv`` (one row per configuration with the summary keys of
+``experiments.stream``) and ``pareto.png`` (mIoU against teacher %, Pareto front highlighted). ``--mode gated|naive|map`` picks the compiled form (default gated; see
 ``jitnet_jax.sweep.driver``); ``--devices N`` shards the configuration axis over N devices; ``--slice auto``
 runs this host's slice of the grid (``jax.process_index()`` of ``jax.process_count()``, multi-host).
 """
@@ -66,8 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--slice", default=None, help="'auto' (this host's share, multi-host) or 'i/n'")
     g.add_argument("--memory-gb", type=float, help="memory budget for the K check (default 80%% of free)")
     src = p.add_argument_group("stream source (default: the embedded synthetic stream)")
-    src.add_argument("--stream", default="synthetic", help="'synthetic', or a stream name with --lvs")
-    src.add_argument("--streams", help="comma-separated stream names (with --lvs) swept together")
+    src.add_argument(
+        "--stream",
+        default="synthetic",
+        help="'synthetic', or with --lvs a stream name or a constructed stream (a[0:400]+b, docs/scenes.md)",
+    )
+    src.add_argument(
+        "--streams", help="comma-separated stream names or constructed streams (with --lvs) swept together"
+    )
     src.add_argument("--lvs", help="LVS root folder holding stream folders")
     src.add_argument("--store", help="a precomputed label store")
     src.add_argument("--cache-dir", default="label_stores", help="where precomputed label stores go")
@@ -86,7 +93,8 @@ def _stream_args(args: argparse.Namespace, name: str) -> argparse.Namespace:
 
 
 def open_sources(args: argparse.Namespace, cfg: Any) -> list[Any]:
-    """The stream sources (one unless ``--streams``)."""
+    """The stream sources (one unless ``--streams``). A name may be a constructed stream
+    (``a[0:400]+b``, docs/scenes.md): ``--streams a+b,c`` sweeps two streams, the first of two scenes."""
 
     names = [s.strip() for s in args.streams.split(",") if s.strip()] if args.streams else [args.stream]
     if len(names) > 1 and not args.lvs:
@@ -270,6 +278,7 @@ def run_and_write(
         "grid": {k: [str(v) for v in vs] for k, vs in axes.items()},
         "mode": args.mode,
         "streams": [s.info.name for s in sources],
+        "scenes": {s.info.name: s.scenes_json() for s in sources if hasattr(s, "scenes_json")},
         "sweep_wall_s": result.wall_s,
         "compile_s": result.compile_s,
         "memory_per_member_mb": result.memory.per_member / 2**20,
