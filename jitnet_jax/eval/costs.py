@@ -35,6 +35,21 @@ def cost_model_speedup(
     return cost.teacher_ms * frames / max(spent, 1e-9)
 
 
+def student_passes(
+    frames: int, teacher_frames: int, passed_checks: int, updates: int, frames_per_update: int = 1
+) -> dict[str, int]:
+    """The student's network passes over single frames that a run computes (what the online engine
+    executes, ``online.engine.teacher_updates``):
+
+      * ``forward``: one prediction per non-teacher frame; one forward pass of the current frame per
+        accuracy check (``updates + passed_checks`` checks; a failing check's forward is its update's);
+        the ``B - 1`` replayed frames of each update (``B = frames_per_update``);
+      * ``backward``: ``B`` per update. A check that passes runs none.
+    """
+    forward = frames - teacher_frames + updates + passed_checks + (frames_per_update - 1) * updates
+    return {"forward": forward, "backward": frames_per_update * updates}
+
+
 def flops_speedup(
     frames: int,
     teacher_frames: int,
@@ -45,11 +60,18 @@ def flops_speedup(
     cost: CostModel,
     frames_per_update: int = 1,
 ) -> float:
-    """Teacher on every frame against: student inference on non-teacher frames, the teacher on teacher
-    frames, ``updates`` training steps of ``frames_per_update`` frames each (``train_gflops`` is one
-    frame's step; replay trains on ``B`` frames per update), and the forward passes that only measured
-    accuracy (``passes - updates``, a pass that passed the threshold and so took no update; the check is
-    on the current frame only)."""
-    spent = infer_gflops * (frames - teacher_frames) + cost.teacher_gflops * teacher_frames
-    spent += train_gflops * updates * frames_per_update + infer_gflops * max(passes - updates, 0)
+    """Teacher on every frame against what the run computes (:func:`student_passes`): the teacher on
+    teacher frames, a forward pass at ``infer_gflops`` for each student forward (predictions, accuracy
+    checks, replayed frames) and ``train_gflops - infer_gflops`` (the backward and the optimiser step) for
+    each backward.
+
+    Args:
+      passes: accuracy checks (``updates`` failing ones, each followed by an update, and ``passes -
+        updates`` that passed the threshold, a forward pass each on the current frame only).
+      train_gflops: one single-frame training step (forward, backward, update); ``frames_per_update``
+        (``B``, replay) frames per update, so an update costs ``B`` of them.
+    """
+    n = student_passes(frames, teacher_frames, max(passes - updates, 0), updates, frames_per_update)
+    spent = cost.teacher_gflops * teacher_frames + infer_gflops * n["forward"]
+    spent += (train_gflops - infer_gflops) * n["backward"]
     return cost.teacher_gflops * frames / max(spent, 1e-9)

@@ -2,8 +2,9 @@
 
 One frame (``frame_step``):
   * teacher frame (``cursor == next_teacher``): up to ``u_max`` updates. Before each update the
-    student's prediction on the frame (from the same fused forward pass) is scored against the teacher
-    label with the smoothed min-class IoU; the loop stops as soon as it exceeds ``a_thr``. The stride
+    student's prediction on the frame (the update's own forward pass) is scored against the teacher
+    label with the smoothed min-class IoU; the loop stops as soon as it exceeds ``a_thr``, and a check
+    that passes runs no backward pass (:func:`teacher_updates`). The stride
     ``delta`` then doubles if the last measured accuracy passed, else halves, within
     ``[delta_min, delta_max]``, and the next teacher frame is ``cursor + delta``.
     The prediction scored for a teacher frame is the student's prediction from the last forward pass,
@@ -27,9 +28,10 @@ member's peak lr and schedule) are traced arrays in :class:`Knobs`, so the same 
 the last ``R`` teacher frames (uint8 frame, uint8 label, float32 loss weight) on the device. Each update
 trains on the current frame plus ``B - 1`` frames sampled without replacement from the filled slots
 (key: the half of ``student.rng``'s split that the update does not keep), BatchNorm per frame,
-gradients averaged (:func:`~jitnet_jax.student.step.loss_and_grads_batch`). The accuracy check and the
-prediction stay on the current frame; the frame enters the buffer after its updates. ``R = 0`` has no
-buffer (``state.replay is None``) and is exactly the paper's loop.
+gradients averaged (:func:`~jitnet_jax.student.step.batch_grads`). The accuracy check and the
+prediction stay on the current frame (a check that passes runs no replayed frame); the frame enters
+the buffer after its updates. ``R = 0`` has no buffer (``state.replay is None``) and is exactly the
+paper's loop.
 """
 
 from __future__ import annotations
@@ -46,9 +48,9 @@ from jitnet_jax.student.metrics import confusion_matrix
 from jitnet_jax.student.step import (
     StudentState,
     apply_grads,
+    batch_grads,
+    forward_check,
     init_state,
-    loss_and_grads,
-    loss_and_grads_batch,
     predict,
 )
 
@@ -290,6 +292,13 @@ def teacher_updates(
 ) -> tuple[StudentState, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     """The update loop on a teacher frame (``lax.while_loop``).
 
+    Each pass is the accuracy check: the forward pass of the current frame (its residuals kept,
+    :func:`~jitnet_jax.student.step.forward_check`), scored. Only when it fails does the pass go on, behind
+    a ``lax.cond``, to the backward pass (with replay, plus the forward and backward of the ``B - 1``
+    replayed frames, :func:`~jitnet_jax.student.step.batch_grads`) and the update. A check that passes
+    costs one forward pass of one frame; one that fails, one training step of ``B`` frames. (Under
+    ``vmap`` with a batched predicate the cond is a select and both branches run.)
+
     Args:
       frame: uint8 ``[H, W, 3]``; label: int ``[H, W]``; weight: float32 ``[H, W]`` (already effective).
       active: bool scalar; when False no pass runs (used to mask idle members under ``vmap``).
@@ -307,14 +316,18 @@ def teacher_updates(
 
     def body(c: tuple[Any, ...]) -> tuple[Any, ...]:
         s, k, _, _, _ = c
-        if replay is None:
-            grads, new_stats, aux = loss_and_grads(cfg, s, frame, label, weight)
-        else:
-            batch = replay_sample(replay, jax.random.split(s.rng)[1], frame, label, weight)
-            grads, new_stats, aux = loss_and_grads_batch(cfg, s, *batch)
+        aux, new_stats, pullback = forward_check(cfg, s, frame, label, weight)
         passed = aux["min_iou"] > knobs.a_thr
-        updated = apply_grads(cfg, s, grads, new_stats, knobs.lr, knobs.schedule)
-        s = jax.tree_util.tree_map(lambda old, new: jnp.where(passed, old, new), s, updated)
+
+        def update(s: StudentState) -> StudentState:
+            if replay is None:
+                (grads,) = pullback(jnp.ones((), jnp.float32))
+            else:
+                batch = replay_sample(replay, jax.random.split(s.rng)[1], frame, label, weight)
+                grads = batch_grads(cfg, s, pullback, *batch)
+            return apply_grads(cfg, s, grads, new_stats, knobs.lr, knobs.schedule)
+
+        s = jax.lax.cond(passed, lambda s: s, update, s)
         return s, k + jnp.where(passed, 0, 1).astype(jnp.int32), aux["pred"], aux["min_iou"], passed
 
     init = (student, jnp.int32(0), jnp.zeros((h, w), jnp.int32), jnp.float32(0.0), jnp.bool_(False))

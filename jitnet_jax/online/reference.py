@@ -1,7 +1,8 @@
 """A plain per-frame Python implementation of Algorithm 1, the reference for the compiled loop.
 
 Every decision (teacher frame? accuracy above threshold? next stride?) is made on the host, one frame
-at a time, with the same jitted single-frame functions the compiled loop is built from. It is slow by
+at a time, with the same jitted single-frame functions the compiled loop is built from: the accuracy
+check is a forward pass (``forward_check``), and only a check that fails runs its backward pass. It is slow by
 design (a host sync per pass) and exists to check :mod:`jitnet_jax.online.engine` and to benchmark it.
 """
 
@@ -27,9 +28,9 @@ from jitnet_jax.student.metrics import confusion_matrix
 from jitnet_jax.student.step import (
     StudentState,
     apply_grads,
+    batch_grads,
+    forward_check,
     init_state,
-    loss_and_grads,
-    loss_and_grads_batch,
     predict,
 )
 
@@ -58,8 +59,9 @@ def run_reference(
     if student is None:
         student = init_state(key, scfg, (info.height, info.width))
     eff = jax.jit(lambda w: effective_weight(w, knobs))
-    lg = jax.jit(lambda s, f, y, w: loss_and_grads(scfg, s, f, y, w))
-    lgb = jax.jit(lambda s, f, y, w, m: loss_and_grads_batch(scfg, s, f, y, w, m))
+    check = jax.jit(lambda s, f, y, w: forward_check(scfg, s, f, y, w))
+    grads_of = jax.jit(lambda pull: pull(jnp.ones((), jnp.float32))[0])
+    grads_of_batch = jax.jit(lambda s, pull, f, y, w, m: batch_grads(scfg, s, pull, f, y, w, m))
     sample = jax.jit(replay_sample)
     push = jax.jit(replay_push)
     buf = init_replay(cfg, (info.height, info.width))
@@ -69,8 +71,8 @@ def run_reference(
     # compile outside the timed region
     h, w = info.height, info.width
     z = (jnp.zeros((h, w, 3), jnp.uint8), jnp.zeros((h, w), jnp.int32), jnp.ones((h, w), jnp.float32))
-    g, b, _ = lg(student, *z)
-    jax.block_until_ready(ap(student, g, b))
+    _, b, pull = check(student, *z)
+    jax.block_until_ready(ap(student, grads_of(pull), b))
     jax.block_until_ready(pr(student, z[0]))
     jax.block_until_ready(cm(z[1], z[1]))
 
@@ -90,15 +92,17 @@ def run_reference(
             if t == next_teacher:
                 weight = eff(chunk.weights[i])
                 while updates < cfg.u_max:
-                    if buf is None:
-                        grads, stats, aux = lg(student, frame, label, weight)
-                    else:
-                        batch = sample(buf, jax.random.split(student.rng)[1], frame, label, weight)
-                        grads, stats, aux = lgb(student, *batch)
+                    # the check: one forward pass; the backward (and replay) only when it fails
+                    aux, stats, pull = check(student, frame, label, weight)
                     acc = float(aux["min_iou"])
                     pred = aux["pred"]
                     if acc > cfg.a_thr:
                         break
+                    if buf is None:
+                        grads = grads_of(pull)
+                    else:
+                        batch = sample(buf, jax.random.split(student.rng)[1], frame, label, weight)
+                        grads = grads_of_batch(student, pull, *batch)
                     student = ap(student, grads, stats)
                     updates += 1
                 delta = min(2 * delta, cfg.delta_max) if acc > cfg.a_thr else max(delta // 2, cfg.delta_min)

@@ -84,6 +84,88 @@ def apply_model(
     return logits, updates["batch_stats"]
 
 
+def _check_aux(config: StudentConfig, loss: jnp.ndarray, logits: jnp.ndarray, label: jnp.ndarray) -> dict:
+    """``loss``, ``pred`` (int32 ``[H, W]``), ``confusion`` (int32 ``[C, C]``) and ``min_iou`` (the
+    smoothed control signal) of one frame's float32 logits ``[H, W, C]`` against its int label ``[H, W]``."""
+    pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    conf = confusion_matrix(label, pred, config.model.num_classes)
+    return {
+        "loss": loss,
+        "pred": pred,
+        "confusion": conf,
+        "min_iou": smoothed_min_iou(conf, config.iou_smoothing),
+    }
+
+
+def forward_check(
+    config: StudentConfig,
+    state: StudentState,
+    frame: jnp.ndarray,
+    label: jnp.ndarray,
+    weight: jnp.ndarray,
+) -> tuple[dict[str, jnp.ndarray], Any, Any]:
+    """The forward pass of one frame in training mode, scored, with its pullback: the accuracy check of
+    Algorithm 1's update loop, which needs the backward pass only when the check fails.
+
+    Args:
+      frame: uint8 ``[H, W, 3]``; label: int ``[H, W]``; weight: float32 ``[H, W]``.
+    Returns:
+      ``(aux, new_batch_stats, pullback)``: aux holds ``loss``, the prediction ``pred`` (int32
+      ``[H, W]``), its ``confusion`` (int32 ``[C, C]``) and ``min_iou`` (the smoothed control signal);
+      ``pullback`` (a pytree holding the forward's residuals, so it can cross ``jit``/``lax.cond``)
+      maps a float32 scalar ``c`` to ``(grads of c * loss,)``. Calling it runs the backward pass; not
+      calling it costs nothing beyond the forward.
+    """
+
+    def loss_fn(params: Any) -> tuple[jnp.ndarray, tuple[jnp.ndarray, Any]]:
+        logits, new_stats = apply_model(config, params, state.batch_stats, frame[None], True)
+        loss = weighted_cross_entropy(logits, label[None], weight[None], config.ignore_label)
+        return loss, (logits[0], new_stats)
+
+    loss, pullback, (logits, new_stats) = jax.vjp(loss_fn, state.params, has_aux=True)
+    return _check_aux(config, loss, logits, label), new_stats, pullback
+
+
+def batch_grads(
+    config: StudentConfig,
+    state: StudentState,
+    pullback: Any,
+    frames: jnp.ndarray,
+    labels: jnp.ndarray,
+    weights: jnp.ndarray,
+    mask: jnp.ndarray,
+) -> Any:
+    """Gradients of the mean masked loss over ``B`` frames, BatchNorm over each frame separately, given
+    frame 0's forward pass (``pullback`` from :func:`forward_check` on ``frames[0]``).
+
+    Frame 0 (the current frame) is not run again: its gradient is its pullback scaled by ``1 / n``
+    (``n``: the frames with ``mask`` True). The other ``B - 1`` (replayed) frames run forward and backward,
+    the network ``vmap``-ed over them, so each frame is its own batch of one, as a single-frame update is.
+
+    Args:
+      frames: uint8 ``[B, H, W, 3]``; labels: int ``[B, H, W]``; weights: float32 ``[B, H, W]``;
+      mask: bool ``[B]`` (frame 0 must be True).
+    Returns:
+      grads, a pytree like ``state.params``.
+    """
+    m = mask.astype(jnp.float32)
+    inv_n = 1.0 / jnp.maximum(m.sum(), 1.0)
+    (g0,) = pullback(inv_n.astype(jnp.float32))
+    if frames.shape[0] == 1:
+        return g0
+
+    def replayed_loss(params: Any) -> jnp.ndarray:
+        def one(f: jnp.ndarray, y: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+            logits, _ = apply_model(config, params, state.batch_stats, f[None], True)
+            return weighted_cross_entropy(logits, y[None], w[None], config.ignore_label)
+
+        losses = jax.vmap(one)(frames[1:], labels[1:], weights[1:])
+        return (losses * m[1:]).sum() * inv_n
+
+    g_rest = jax.grad(replayed_loss)(state.params)
+    return jax.tree_util.tree_map(jnp.add, g0, g_rest)
+
+
 def loss_and_grads(
     config: StudentConfig,
     state: StudentState,
@@ -91,7 +173,8 @@ def loss_and_grads(
     label: jnp.ndarray,
     weight: jnp.ndarray,
 ) -> tuple[Any, Any, dict[str, jnp.ndarray]]:
-    """One fused forward/backward pass on a single frame, without updating.
+    """One forward/backward pass on a single frame, without updating (:func:`forward_check`, then its
+    pullback).
 
     Args:
       frame: uint8 ``[H, W, 3]``; label: int ``[H, W]``; weight: float32 ``[H, W]``.
@@ -100,21 +183,8 @@ def loss_and_grads(
       ``pred`` (int32 ``[H, W]``), its ``confusion`` (int32 ``[C, C]``) and ``min_iou``
       (the smoothed control signal).
     """
-
-    def loss_fn(params: Any) -> tuple[jnp.ndarray, tuple[jnp.ndarray, Any]]:
-        logits, new_stats = apply_model(config, params, state.batch_stats, frame[None], True)
-        loss = weighted_cross_entropy(logits, label[None], weight[None], config.ignore_label)
-        return loss, (logits[0], new_stats)
-
-    (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    conf = confusion_matrix(label, pred, config.model.num_classes)
-    aux = {
-        "loss": loss,
-        "pred": pred,
-        "confusion": conf,
-        "min_iou": smoothed_min_iou(conf, config.iou_smoothing),
-    }
+    aux, new_stats, pullback = forward_check(config, state, frame, label, weight)
+    (grads,) = pullback(jnp.ones((), jnp.float32))
     return grads, new_stats, aux
 
 
@@ -126,13 +196,12 @@ def loss_and_grads_batch(
     weights: jnp.ndarray,
     mask: jnp.ndarray,
 ) -> tuple[Any, Any, dict[str, jnp.ndarray]]:
-    """One fused forward/backward pass on ``B`` frames, BatchNorm over each frame separately.
+    """One forward/backward pass on ``B`` frames, BatchNorm over each frame separately
+    (:func:`forward_check` on frame 0, then :func:`batch_grads`).
 
-    Each frame is its own batch of one (the network is ``vmap``-ed over the frames, so BatchNorm
-    normalises every frame with its own statistics, as a single-frame update does); the loss is the mean
-    of the per-frame losses of the frames with ``mask`` True, so the gradient is the mean of the per-frame
-    gradients. Frame 0 is the current frame: the prediction, confusion, control accuracy and the new
-    batch stats in ``aux``/``new_batch_stats`` are frame 0's.
+    The loss is the mean of the per-frame losses of the frames with ``mask`` True, so the gradient is the
+    mean of the per-frame gradients. Frame 0 is the current frame: the prediction, confusion, control
+    accuracy, loss and the new batch stats in ``aux``/``new_batch_stats`` are frame 0's.
 
     Args:
       frames: uint8 ``[B, H, W, 3]``; labels: int ``[B, H, W]``; weights: float32 ``[B, H, W]``;
@@ -140,27 +209,8 @@ def loss_and_grads_batch(
     Returns:
       ``(grads, new_batch_stats, aux)`` as :func:`loss_and_grads`.
     """
-
-    def loss_fn(params: Any) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray, Any]]:
-        def one(f: jnp.ndarray, y: jnp.ndarray, w: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, Any]:
-            logits, new_stats = apply_model(config, params, state.batch_stats, f[None], True)
-            return weighted_cross_entropy(logits, y[None], w[None], config.ignore_label), logits[0], new_stats
-
-        losses, logits, new_stats = jax.vmap(one)(frames, labels, weights)
-        m = mask.astype(jnp.float32)
-        loss = (losses * m).sum() / jnp.maximum(m.sum(), 1.0)
-        return loss, (losses[0], logits[0], jax.tree_util.tree_map(lambda x: x[0], new_stats))
-
-    (_, (loss0, logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    label = labels[0]
-    pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    conf = confusion_matrix(label, pred, config.model.num_classes)
-    aux = {
-        "loss": loss0,
-        "pred": pred,
-        "confusion": conf,
-        "min_iou": smoothed_min_iou(conf, config.iou_smoothing),
-    }
+    aux, new_stats, pullback = forward_check(config, state, frames[0], labels[0], weights[0])
+    grads = batch_grads(config, state, pullback, frames, labels, weights, mask)
     return grads, new_stats, aux
 
 
