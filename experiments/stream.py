@@ -31,7 +31,7 @@ import numpy as np
 
 from jitnet_jax.compile_cache import add_compile_cache_flag, enable_compile_cache
 from jitnet_jax.config import to_dict
-from jitnet_jax.data.concat import spec_slug
+from jitnet_jax.data.concat import scene_scores, spec_slug
 from jitnet_jax.data.types import StreamSource
 from jitnet_jax.eval.summary import summarize_run
 from jitnet_jax.host_memory import keep_freed_memory
@@ -137,29 +137,6 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"({summary['student_ms_per_frame']:.1f} ms/frame, compile {summary['compile_s']:.1f}s)"
     )
     return "\n".join(lines)
-
-
-def scene_scores(scenes: list[dict[str, Any]], per_frame: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """Each scene of a constructed stream (``ConcatSource.scenes_json``: name, part, ``source_frames`` and
-    ``frames`` ``[start, stop)``) with the run's scores on the frames of it that were processed:
-    ``frames_run``, ``miou`` (foreground, NaN when no foreground class appears), ``teacher_frames`` and
-    ``updates`` (per-frame arrays as :class:`StreamResult` holds them: ``frame`` int ``[N]``, ``tp``/``fp``/
-    ``fn`` int ``[N, C]``)."""
-    from jitnet_jax.student.metrics import iou_from_counts
-
-    frame = np.asarray(per_frame["frame"])
-    out = []
-    for sc in scenes:
-        a, b = sc["frames"]
-        m = (frame >= a) & (frame < b)
-        row = {**sc, "frames_run": int(m.sum())}
-        if m.any():
-            counts = (np.asarray(per_frame[k])[m].sum(0) for k in ("tp", "fp", "fn"))
-            row["miou"] = iou_from_counts(*counts)["miou"]
-            row["teacher_frames"] = int(np.asarray(per_frame["teacher"])[m].sum())
-            row["updates"] = int(np.asarray(per_frame["updates"])[m].sum())
-        out.append(row)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,9 @@
     python -m experiments.table --lvs ../shared/data/lvs_mini --out results/table [--streams ...]
         [--height 180 --width 320 --max-frames N] [--methods ...] [--collect]
 
+A stream may be constructed from others or segments of them (``--streams a+b+c 'a[0:400]+b'``,
+docs/scenes.md): it is named by its canonical spec, and ``table.json`` lists its scenes.
+
 Flags and stream discovery only; the methods, the cached and locked parts, and the table files are
 described and implemented in :mod:`jitnet_jax.eval.table` (protocol: ``docs/evaluation.md``).
 """
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from jitnet_jax.compile_cache import enable_compile_cache
 from jitnet_jax.config import ModelConfig, OnlineConfig, OptimConfig, StudentConfig, override
+from jitnet_jax.data.concat import canonical_spec, is_constructed
 from jitnet_jax.data.label_store import FORMAT_VERSION as STORE_FORMAT_VERSION
 from jitnet_jax.eval.table import (
     MEASURED_TEACHER_MS,
@@ -29,7 +33,8 @@ from jitnet_jax.host_memory import keep_freed_memory
 
 
 def make_store(s: Settings, stream: str) -> Path:
-    """The stream's label store at the table's resolution, made by the teacher stage on first use."""
+    """The stream's label store at the table's resolution (``s.max_frames`` frames at most), made by the
+    teacher stage on first use."""
     from teacher.precompute import ensure_store
 
     return ensure_store(
@@ -43,10 +48,30 @@ def make_store(s: Settings, stream: str) -> Path:
     )
 
 
+def check_stream(lvs: Path, stream: str) -> str:
+    """``stream`` as the table names it: a plain stream whose folder is in ``lvs``, or a constructed
+    stream's canonical spec after its parts are checked (``teacher.sources.check_lvs_spec``).
+
+    Raises:
+      ValueError: a missing stream folder, or a bad constructed stream (one line).
+    """
+    if is_constructed(stream):
+        from teacher.sources import check_lvs_spec
+
+        return canonical_spec(check_lvs_spec(lvs, stream))
+    if not (lvs / stream).is_dir():
+        raise ValueError(f"{lvs / stream}: stream folder not found")
+    return stream
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments.table", description=__doc__.split("\n\n")[0])
     p.add_argument("--lvs", type=Path, required=True, help="LVS root (e.g. ../shared/data/lvs_mini)")
-    p.add_argument("--streams", nargs="*", help="streams (default: every stream in streams.json)")
+    p.add_argument(
+        "--streams",
+        nargs="*",
+        help="streams, or constructed streams such as 'a[0:400]+b' (default: every stream in streams.json)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output directory (results are cached here)")
     p.add_argument("--height", type=int, default=180)
     p.add_argument("--width", type=int, default=320)
@@ -102,9 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         enable_compile_cache(args.jax_cache)
         keep_freed_memory()
         streams = args.streams or sorted(load_streams_json(args.lvs / "streams.json"))
-        for st in streams:
-            if not (args.lvs / st).is_dir():
-                raise ValueError(f"{args.lvs / st}: stream folder not found")
+        streams = [check_stream(args.lvs, st) for st in streams]
         student = StudentConfig(
             model=ModelConfig(width_multiplier=args.width_multiplier),
             optim=OptimConfig(name=args.optim, lr=args.lr),

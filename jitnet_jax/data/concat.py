@@ -94,8 +94,12 @@ def spec_slug(text: str) -> str:
     slugs (stream names hold no ``@``)."""
     if not is_constructed(text):
         return text
+    try:
+        parts = parse_stream_spec(text)
+    except ValueError:  # not a spec (e.g. a video's stem with brackets): replace the awkward characters
+        return re.sub(r"[\[\]:]", "_", text)
     out = []
-    for name, start, stop in parse_stream_spec(text):
+    for name, start, stop in parts:
         if stop is None and start == 0:
             out.append(name)
         else:
@@ -281,6 +285,29 @@ class ConcatSource:
                 )
         if k:
             yield pad_chunk(frames[:k].copy(), labels[:k].copy(), regions[:k].copy(), chunk_size, chunk_start)
+
+
+def scene_scores(scenes: Sequence[dict[str, Any]], per_frame: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Each scene of a constructed stream (``ConcatSource.scenes_json``: name, part, ``source_frames`` and
+    ``frames`` ``[start, stop)``) with the run's scores on the frames of it that were processed:
+    ``frames_run``, ``miou`` (foreground, NaN when no foreground class appears), ``teacher_frames`` and
+    ``updates`` (per-frame arrays as a run's ``per_frame`` holds them: ``frame`` int ``[N]``, ``teacher``
+    and ``updates`` int ``[N]``, ``tp``/``fp``/``fn`` int ``[N, C]``)."""
+    from jitnet_jax.student.metrics import iou_from_counts
+
+    frame = np.asarray(per_frame["frame"])
+    out = []
+    for sc in scenes:
+        a, b = sc["frames"]
+        m = (frame >= a) & (frame < b)
+        row = {**sc, "frames_run": int(m.sum())}
+        if m.any():
+            counts = (np.asarray(per_frame[k])[m].sum(0) for k in ("tp", "fp", "fn"))
+            row["miou"] = iou_from_counts(*counts)["miou"]
+            row["teacher_frames"] = int(np.asarray(per_frame["teacher"])[m].sum())
+            row["updates"] = int(np.asarray(per_frame["updates"])[m].sum())
+        out.append(row)
+    return out
 
 
 def open_concat(

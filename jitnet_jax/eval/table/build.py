@@ -8,12 +8,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from jitnet_jax.data.store_source import StoreSource
+from jitnet_jax.data.concat import is_constructed, parse_stream_spec, spec_slug
+from jitnet_jax.data.types import StreamSource
 from jitnet_jax.eval.baselines import teacher_stability
 from jitnet_jax.eval.table.cache import digest, load_cached, method_key, part_lock, part_path, write_json
 from jitnet_jax.eval.table.methods import STARTS, Method
 from jitnet_jax.eval.table.run import run_method
-from jitnet_jax.eval.table.settings import Settings, store_dir, student_config
+from jitnet_jax.eval.table.settings import Settings, open_stream, student_config
 from jitnet_jax.eval.table.starts import camvid_student, pretrained_student
 from jitnet_jax.io import OutputBusy
 
@@ -27,21 +28,24 @@ def run_table(s: Settings, streams: Sequence[str], ms: Sequence[Method]) -> dict
     Returns:
       ``{"streams": {stream: {"class_names", "frames", "teacher_stability", "methods": {name: part}}},
       "missing": ["stream/method", ...]}`` (``missing``: parts left out by ``--collect`` or computed by
-      another process right now).
+      another process right now). A constructed stream (``a[0:400]+b``) also has ``"scenes"``
+      (:meth:`~jitnet_jax.data.concat.ConcatSource.scenes_json`).
     """
     results: dict[str, Any] = {}
     missing: list[str] = []
     all_streams = list(streams)
     for stream in streams:
-        source = StoreSource(store_dir(s, stream))
+        source = open_stream(s, stream)
         info = source.info
         per: dict[str, Any] = {
             "class_names": list(info.class_names),
             "frames": info.num_frames,
             "methods": {},
         }
+        if hasattr(source, "scenes_json"):
+            per["scenes"] = source.scenes_json()
         tkey = {"teacher_stability": stream, "classes": list(info.class_names), **s.common_key()}
-        tpath = s.out / "runs" / stream / "teacher.json"
+        tpath = s.out / "runs" / spec_slug(stream) / "teacher.json"
         cached = load_cached(tpath, tkey)
         if cached is None:
             cached = {
@@ -72,7 +76,7 @@ def _locked_part(
     s: Settings,
     m: Method,
     stream: str,
-    source: StoreSource,
+    source: StreamSource,
     key: dict[str, Any],
     starts: Starts,
     all_streams: Sequence[str],
@@ -95,7 +99,8 @@ def _locked_part(
         cfg = student_config(s, info.num_classes, m)
         if m.student and m.start not in starts:
             if m.start == "loo":
-                starts["loo"] = pretrained_student(s, stream, all_streams, cfg, info.class_names)
+                pool = loo_pool(stream, all_streams)
+                starts["loo"] = pretrained_student(s, stream, pool, cfg, info.class_names)
             elif m.start == "camvid":
                 starts["camvid"] = camvid_student(s, cfg, info.class_names)
             else:
@@ -114,3 +119,20 @@ def _locked_part(
         flush=True,
     )
     return part
+
+
+def _stream_names(stream: str) -> list[str]:
+    """The plain streams ``stream`` reads: itself, or a constructed stream's part names in order."""
+    if not is_constructed(stream):
+        return [stream]
+    return list(dict.fromkeys(n for n, _, _ in parse_stream_spec(stream)))
+
+
+def loo_pool(stream: str, all_streams: Sequence[str]) -> list[str]:
+    """``[stream, *others]`` for the leave-one-out start of ``stream``: the others are the plain streams
+    the table reads (constructed streams give their parts, in order, each once) except those ``stream``
+    reads, so a student never pretrains on frames of a stream it is then scored on. For a table of plain
+    streams this is ``all_streams`` with ``stream`` first."""
+    own = set(_stream_names(stream))
+    others = [n for st in all_streams for n in _stream_names(st) if n not in own]
+    return [stream, *dict.fromkeys(others)]

@@ -2,7 +2,9 @@
 locks that let several table processes share one output folder.
 
 Every (method, stream) result is one part, ``OUT/runs/<stream>/<method>.json``, stored with the digest of
-its key; a part whose key no longer matches is computed again.
+its key; a part whose key no longer matches is computed again. A constructed stream's folder is its spec
+made path-safe (:func:`~jitnet_jax.data.concat.spec_slug`: ``a[0:400]+b`` -> ``a@0-400+b``); its key holds
+the spec itself.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from jitnet_jax.config import to_dict
+from jitnet_jax.data.concat import spec_slug
 from jitnet_jax.data.label_store import atomic_write_bytes
 from jitnet_jax.eval.table.methods import Method
 from jitnet_jax.eval.table.settings import Settings, online_config, student_config
@@ -131,11 +134,12 @@ def wait_lock(folder: Path, what: str, poll_s: float = 10.0) -> FolderLock:
 
 
 def part_path(s: Settings, stream: str, method: str) -> Path:
-    """Where the part of ``method`` on ``stream`` is cached: ``OUT/runs/<stream>/<method>.json``."""
-    return s.out / "runs" / stream / f"{method}.json"
+    """Where the part of ``method`` on ``stream`` is cached: ``OUT/runs/<stream>/<method>.json`` (a
+    constructed stream's folder: :func:`~jitnet_jax.data.concat.spec_slug`)."""
+    return s.out / "runs" / spec_slug(stream) / f"{method}.json"
 
 
 def part_lock(s: Settings, stream: str, method: str) -> FolderLock:
     """The (not yet acquired) lock a process holds while it computes the part of ``method`` on ``stream``;
     another table process on the same output folder skips that part meanwhile."""
-    return FolderLock(s.out / "runs" / stream / ".parts" / method, f"part {stream}/{method}")
+    return FolderLock(s.out / "runs" / spec_slug(stream) / ".parts" / method, f"part {stream}/{method}")

@@ -10,7 +10,8 @@ import jax
 import numpy as np
 
 from jitnet_jax.config import StudentConfig
-from jitnet_jax.data.store_source import StoreSource
+from jitnet_jax.data.concat import scene_scores
+from jitnet_jax.data.types import StreamSource
 from jitnet_jax.eval.baselines import (
     StabilityMeter,
     oracle_examples,
@@ -29,10 +30,11 @@ from jitnet_jax.student.metrics import iou_from_counts
 
 
 def run_method(
-    s: Settings, m: Method, source: StoreSource, cfg: StudentConfig, weights: tuple[Any, Any] | None
+    s: Settings, m: Method, source: StreamSource, cfg: StudentConfig, weights: tuple[Any, Any] | None
 ) -> dict[str, Any]:
     """Run one method on one stream from ``weights`` (its start; None = random init); returns the
-    cached-result dict (summary + stability + extra)."""
+    cached-result dict (summary + stability + extra; on a constructed stream ``extra["scenes"]`` holds
+    each scene's scores, :func:`~jitnet_jax.data.concat.scene_scores`)."""
     info = source.info
     meter = StabilityMeter(s.stability_threshold)
     cost = CostModel()
@@ -137,6 +139,8 @@ def run_method(
     else:
         raise ValueError(f"unknown method kind {m.kind!r}")
     extra["prefix"] = prefix_scores(pf)
+    if hasattr(source, "scenes_json"):
+        extra["scenes"] = scene_scores(source.scenes_json(), pf)
     return {
         "method": m.name,
         "stream": info.name,

@@ -1,5 +1,6 @@
 """What one table runs with: the shared :class:`Settings`, the student and online configs they give each
-method, and the streams' label stores."""
+method, and the streams' label stores and sources (a stream may be constructed from segments of others,
+``a[0:400]+b``: :mod:`jitnet_jax.data.concat`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from jitnet_jax.config import StudentConfig, latency_frames
+from jitnet_jax.data.concat import is_constructed, open_concat
+from jitnet_jax.data.store_source import StoreSource
+from jitnet_jax.data.types import StreamSource
 from jitnet_jax.eval.baselines import fixed_stride_config
 from jitnet_jax.eval.table.methods import Method
 from jitnet_jax.io import OutputBusy
@@ -95,3 +99,15 @@ def store_dir(s: Settings, stream: str) -> Path:
             return s.make_store(s, stream)
         except OutputBusy:
             time.sleep(10.0)
+
+
+def open_stream(s: Settings, stream: str) -> StreamSource:
+    """The source a table reads for ``stream``: its label store (:func:`store_dir`), or for a constructed
+    stream the :class:`~jitnet_jax.data.concat.ConcatSource` of its parts, each part's store made at the
+    table's resolution with the frames the spec needs of it (``--max-frames`` limits the constructed
+    stream, not its parts)."""
+    if not is_constructed(stream):
+        return StoreSource(store_dir(s, stream))
+    return open_concat(
+        stream, lambda name, need: StoreSource(store_dir(dataclasses.replace(s, max_frames=need), name))
+    )
