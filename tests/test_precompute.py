@@ -423,6 +423,9 @@ def test_resume_adopts_whole_chunk_files_missing_from_meta(shared_data, tmp_path
 def test_runner_without_beam_names_the_extra(shared_data, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "apache_beam", None)  # import apache_beam raises ImportError
     monkeypatch.delitem(sys.modules, "teacher.beam_pipeline", raising=False)
+    import teacher
+
+    monkeypatch.delattr(teacher, "beam_pipeline", raising=False)  # so the import really runs again
     assert precompute.main([*lvs_args(shared_data, tmp_path / "o"), "--runner", "direct"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs Apache Beam" in err and "pip install -e '.[beam]'" in err
