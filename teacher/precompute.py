@@ -778,10 +778,10 @@ def _requests(args: argparse.Namespace, threads: int) -> list[StoreRequest]:
             if not streams:
                 raise DataError(f"{args.lvs}: no stream folders")
         sources = [dict(lvs=args.lvs, stream=s) for s in streams] or [dict(lvs=args.lvs, stream=None)]
-        names = [s for s in streams]
+        names = list(streams)
     else:
-        if len(videos) > 1 and streams:
-            raise DataError("--stream names the store of one --video; several videos use their file names")
+        if (len(videos) > 1 and streams) or len(streams) > 1:
+            raise DataError("--stream names the store of one --video (several --stream need --lvs)")
         sources = [dict(video=v, stream=streams[0] if streams else None) for v in videos] or [dict()]
         names = [streams[0] if streams else Path(v).stem for v in videos]
     several = len(sources) > 1 or bool(args.runner)
@@ -792,8 +792,6 @@ def _requests(args: argparse.Namespace, threads: int) -> list[StoreRequest]:
     reqs = []
     for src, name in itertools.zip_longest(sources, names):
         out = args.out / name if (several and args.out is not None and name) else args.out
-        if not several and len(streams) > 1:
-            raise DataError("several --stream need --lvs")
         reqs.append(plan_store(out, **src, **common))  # type: ignore[arg-type]
     return reqs
 

@@ -433,3 +433,15 @@ def test_runner_without_beam_names_the_extra(shared_data, tmp_path, monkeypatch,
     # Beam options without --runner are refused by the argument parser
     with pytest.raises(SystemExit):
         precompute.main([*lvs_args(shared_data, tmp_path / "o"), "--direct_num_workers", "2"])
+
+
+def test_several_sources_one_store_each(shared_data, tmp_path, capsys):
+    """Several --stream (or --video) in one single-process command: one store per source, OUT/<stream>."""
+    out = tmp_path / "stores"
+    args = ["--lvs", str(shared_data / "lvs_mini"), "--stream", "bikes1", "--stream", "parking_lot1"]
+    assert precompute.main([*args, "--max-frames", "8", "--out", str(out), *REPO_ARGS]) == 0
+    assert capsys.readouterr().out.split() == [str(out / "bikes1"), str(out / "parking_lot1")]
+    assert LabelStore(out / "bikes1").num_frames == 8 and LabelStore(out / "parking_lot1").num_frames == 8
+    two = ["--video", "a.mp4", "--video", "b.mp4", "--stream", "x", "--teacher", "deeplab"]
+    assert precompute.main([*two, "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "--stream names the store of one --video" in capsys.readouterr().err
