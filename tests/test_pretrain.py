@@ -19,6 +19,13 @@ from jitnet_jax.student.pretrained import load_student, read_meta
 TRAFFIC = ("background", "person", "car_bus_truck", "bicycle_motorcycle")
 
 
+def _tfds():
+    """``tensorflow_datasets``, or skip the calling test (only the tests that use it need it)."""
+    return pytest.importorskip(
+        "tensorflow_datasets", reason="needs tensorflow-datasets (pip install -e .[tfds])"
+    )
+
+
 def test_class_map_by_name():
     lut = pt.class_map(TRAFFIC, ("background", "person"))
     assert lut[:4].tolist() == [0, 1, 0, 0] and lut[IGNORE_LABEL] == IGNORE_LABEL
@@ -31,14 +38,36 @@ def test_class_map_by_name():
         pt.class_map(TRAFFIC, ("person",))
 
 
-def test_class_map_synonyms_ignore_and_missing():
+#: CamVid's label names (``teacher.tfds_camvid.CLASS_NAMES``, a module that needs tensorflow-datasets).
+CAMVID_NAMES = (
+    "sky",
+    "building",
+    "pole",
+    "road",
+    "pavement",
+    "tree",
+    "sign_symbol",
+    "fence",
+    "car",
+    "pedestrian",
+    "bicyclist",
+    "unlabelled",
+)
+
+
+def test_camvid_names_are_the_builders():
+    _tfds()
     from teacher.tfds_camvid import CLASS_NAMES
 
-    lut = pt.class_map(CLASS_NAMES, TRAFFIC, require_all=True, source="camvid")
+    assert CLASS_NAMES == CAMVID_NAMES
+
+
+def test_class_map_synonyms_ignore_and_missing():
+    lut = pt.class_map(CAMVID_NAMES, TRAFFIC, require_all=True, source="camvid")
     # pedestrian -> person, car -> car_bus_truck, bicyclist -> bicycle_motorcycle, unlabelled -> ignore
     assert lut[:12].tolist() == [0] * 8 + [2, 1, 3, IGNORE_LABEL]
     with pytest.raises(ValueError, match="camvid has no class for dog"):
-        pt.class_map(CLASS_NAMES, ("background", "person", "dog"), require_all=True, source="camvid")
+        pt.class_map(CAMVID_NAMES, ("background", "person", "dog"), require_all=True, source="camvid")
 
 
 def test_augment_identity_flip_and_determinism():
@@ -179,14 +208,12 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
 
 
-tfds = pytest.importorskip("tensorflow_datasets", reason="needs tensorflow-datasets (pip install -e .[tfds])")
-
-
 def test_tfds_mock_semantic_path(tmp_path):
     """Any tfds segmentation dataset via image/label keys; mocked on the project's LVS builder. The CLI run
     trains what ``test_cli_leave_one_out_on_real_streams`` and the table test's leave-one-out start train
     (2 whole examples of 2 classes at 36x64, width 0.25, one epoch), so the three load one compiled epoch
     program (the CamVid test covers augmentation)."""
+    tfds = _tfds()
     import teacher.tfds_lvs  # noqa: F401  (registers lvs_streams)
 
     with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
@@ -236,6 +263,7 @@ def test_tfds_mock_semantic_path(tmp_path):
 def test_tfds_mock_coco_panoptic():
     """The COCO path. tfds's ``coco`` builder imports TensorFlow when it is constructed, so without
     TensorFlow it cannot be mocked at all."""
+    tfds = _tfds()
     if importlib.util.find_spec("tensorflow") is None:
         pytest.skip("tfds builder 'coco' imports tensorflow on construction; TensorFlow is not installed")
     with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
