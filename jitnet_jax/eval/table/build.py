@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from jitnet_jax.data.concat import is_constructed, parse_stream_spec, spec_slug
+from jitnet_jax.data.store_source import StoreSource
 from jitnet_jax.data.types import StreamSource
 from jitnet_jax.eval.baselines import teacher_stability
 from jitnet_jax.eval.table.cache import digest, load_cached, method_key, part_lock, part_path, write_json
 from jitnet_jax.eval.table.methods import STARTS, Method
 from jitnet_jax.eval.table.run import run_method
-from jitnet_jax.eval.table.settings import Settings, open_stream, student_config
+from jitnet_jax.eval.table.settings import Settings, open_stream, store_dir, student_config
 from jitnet_jax.eval.table.starts import camvid_student, pretrained_student
 from jitnet_jax.io import OutputBusy
 
@@ -35,7 +36,7 @@ def run_table(s: Settings, streams: Sequence[str], ms: Sequence[Method]) -> dict
     missing: list[str] = []
     all_streams = list(streams)
     for stream in streams:
-        source = open_stream(s, stream)
+        source = open_stream(s, stream) if is_constructed(stream) else StoreSource(store_dir(s, stream))
         info = source.info
         per: dict[str, Any] = {
             "class_names": list(info.class_names),
