@@ -26,12 +26,8 @@ from jitnet_jax.online.engine import (
 )
 from jitnet_jax.online.reference import ACC_TOL, agreed_prefix, run_reference
 from jitnet_jax.online.runner import run_stream
-from jitnet_jax.student.step import (
-    forward_check,
-    init_state,
-    loss_and_grads,
-    loss_and_grads_batch,
-)
+from jitnet_jax.student.losses import weighted_cross_entropy
+from jitnet_jax.student.step import apply_model, init_state, loss_and_grads, loss_and_grads_batch
 
 H, W = 24, 32
 CFG = OnlineConfig(
@@ -129,55 +125,67 @@ def test_a_passing_check_runs_no_backward_pass(counter, cfg) -> None:
 
 
 def test_forward_check_and_its_pullback_equal_the_fused_step() -> None:
-    """The check's forward and its pullback give the fused step's loss, prediction, accuracy, batch stats
-    and gradients (one frame; B frames with replay, the current frame's forward reused)."""
+    """The check's forward and its pullback give the gradients of one ``value_and_grad`` of the mean
+    masked loss (one frame; B frames with replay, the current frame's forward reused), and the current
+    frame's prediction, accuracy and batch stats."""
     scfg = CFG.student
     s = init_state(jax.random.key(0), scfg, (H, W))
     frames, labels, weights = (jnp.stack(x) for x in zip(*(_frame(i) for i in range(3))))
-    mask = jnp.array([True, True, False])
 
     def fused(s, f, y, w, m):
         def loss_fn(params):
             def one(f, y, w):
-                logits, stats = jitnet_model.JITNet(scfg.model).apply(
-                    {"params": params, "batch_stats": s.batch_stats},
-                    f[None],
-                    train=True,
-                    mutable=["batch_stats"],
-                )
-                from jitnet_jax.student.losses import weighted_cross_entropy
+                logits, _ = apply_model(scfg, params, s.batch_stats, f[None], True)
+                return weighted_cross_entropy(logits, y[None], w[None], scfg.ignore_label)
 
-                return weighted_cross_entropy(logits, y[None], w[None], scfg.ignore_label), stats
-
-            losses, _ = jax.vmap(one)(f, y, w)
             mf = m.astype(jnp.float32)
-            return (losses * mf).sum() / mf.sum()
+            return (jax.vmap(one)(f, y, w) * mf).sum() / mf.sum()
 
         return jax.grad(loss_fn)(s.params)
 
-    g_ref = jax.jit(fused)(s, frames, labels, weights, mask)
-    g, stats, aux = jax.jit(lambda *a: loss_and_grads_batch(scfg, *a))(s, frames, labels, weights, mask)
-    aux1, stats1, _ = jax.jit(lambda *a: forward_check(scfg, *a))(s, frames[0], labels[0], weights[0])
-    g1, _, _ = jax.jit(lambda *a: loss_and_grads(scfg, *a))(s, frames[0], labels[0], weights[0])
-    for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(g_ref)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    def assert_close(a, b):
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+
+    batch = (s, frames, labels, weights, jnp.array([True, True, False]))
+    g, stats, aux = jax.jit(lambda *a: loss_and_grads_batch(scfg, *a))(*batch)
+    assert_close(g, jax.jit(fused)(*batch))
+    g1, stats1, aux1 = jax.jit(lambda *a: loss_and_grads(scfg, *a))(s, frames[0], labels[0], weights[0])
+    assert_close(g1, jax.jit(fused)(s, frames, labels, weights, jnp.array([True, False, False])))
     np.testing.assert_array_equal(np.asarray(aux["pred"]), np.asarray(aux1["pred"]))
     assert float(aux["min_iou"]) == float(aux1["min_iou"])
-    for a, b in zip(jax.tree_util.tree_leaves(stats), jax.tree_util.tree_leaves(stats1)):
+    for a, b in zip(jax.tree_util.tree_leaves(stats), jax.tree_util.tree_leaves(stats1), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert jax.tree_util.tree_structure(g1) == jax.tree_util.tree_structure(g)
+
+
+CONFIGS = {"paper": CFG, "replay": REPLAY}
 
 
 @pytest.fixture(scope="module")
-def source() -> SyntheticStream:
-    return SyntheticStream(num_frames=64, height=H, width=W, seed=5)
+def counted_runs():
+    """``get(name)``: the per-frame rows of a run of ``CONFIGS[name]`` on a short synthetic stream and the
+    ``(forward, backward)`` network passes it executed (:class:`PassCounter`); each run once per module."""
+    source = SyntheticStream(num_frames=64, height=H, width=W, seed=5)
+    runs: dict[str, tuple[SyntheticStream, dict[str, np.ndarray], tuple[int, int]]] = {}
+
+    def get(name: str) -> tuple[SyntheticStream, dict[str, np.ndarray], tuple[int, int]]:
+        if name not in runs:
+            cfg, counter = CONFIGS[name], PassCounter()
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(jitnet_model, "conv2d", counter.conv())
+                state = new_online_state(cfg, jax.random.key(0), (H, W))
+                pf = run_stream(source, cfg, state=state, progress=False).per_frame
+                runs[name] = (source, pf, counter.read())
+        return runs[name]
+
+    return get
 
 
-def test_decisions_equal_the_reference_loop(source) -> None:
+def test_decisions_equal_the_reference_loop(counted_runs) -> None:
     """Teacher frames, updates per teacher frame and strides equal the reference loop's (a forward-only
     check, the backward only after a failing one, decided on the host) while the control accuracies agree;
     the run has teacher frames that pass at once and ones that fail."""
-    got = run_stream(source, CFG, jax.random.key(0), progress=False).per_frame
+    source, got, _ = counted_runs("paper")
     _, ref, _ = run_reference(source, CFG, jax.random.key(0))
     n = agreed_prefix(got, ref, CFG.a_thr)
     for key in ("teacher", "updates", "delta"):
@@ -186,21 +194,21 @@ def test_decisions_equal_the_reference_loop(source) -> None:
     np.testing.assert_allclose(got["acc"][t], ref["acc"][t], atol=ACC_TOL)
     passed = got["acc"][t] > CFG.a_thr
     assert passed.any() and (~passed).any(), got["acc"][t]
-    assert (got["updates"][t][passed] <= CFG.u_max).all()
+    assert (got["updates"][t][~passed] == CFG.u_max).all()
 
 
-@pytest.mark.parametrize("cfg", [CFG, REPLAY], ids=["paper", "replay"])
-def test_flops_speedup_charges_what_the_program_computes(counter, source, cfg) -> None:
+@pytest.mark.parametrize("name", CONFIGS)
+def test_flops_speedup_charges_what_the_program_computes(counted_runs, name) -> None:
     """The forward and backward passes a whole run executes equal the ones the FLOPs speedup charges:
     a prediction per non-teacher frame, one forward per passing check, a training step of B frames per
     update."""
-    state = new_online_state(cfg, jax.random.key(0), (H, W))
-    pf = run_stream(source, cfg, state=state, progress=False).per_frame
+    cfg = CONFIGS[name]
+    _, pf, executed = counted_runs(name)
     n, t, u = len(pf["frame"]), int(pf["teacher"].sum()), int(pf["updates"].sum())
     passed = int((pf["teacher"] & (pf["acc"] > cfg.a_thr)).sum())
     assert passed > 0 and u > 0
     charged = student_passes(n, t, passed, u, cfg.replay_batch)
-    assert counter.read() == (charged["forward"], charged["backward"])
+    assert executed == (charged["forward"], charged["backward"])
     # the speedup is that count priced: a forward at infer_gflops, a backward (with the optimiser step) at
     # train_gflops - infer_gflops
     cost = CostModel()
