@@ -8,7 +8,7 @@ each pass scores the current frame's prediction and updates when the score is at
     its residuals kept; the backward (and, with replay, the ``B - 1`` replayed frames) runs behind a
     ``lax.cond`` only when the check fails;
   * fused: every pass runs forward and backward on all ``B`` frames and drops the gradients when the
-    check passes (the loop's earlier form);
+    check passes (the loop's earlier form; with ``B = 1`` the same program);
   * split: a forward-only check, then on failure a whole training step (the forward runs twice).
 Each is timed on a frame whose check passes at once (``a_thr = -1``: one check, no update) and on one
 that takes ``u_max`` updates (``a_thr = 1``, never passed; ms per update), next to one prediction (what

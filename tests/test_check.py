@@ -216,3 +216,11 @@ def test_flops_speedup_charges_what_the_program_computes(counted_runs, name) -> 
     spent = cost.teacher_gflops * t + infer * charged["forward"] + (train - infer) * charged["backward"]
     got = flops_speedup(n, t, u + passed, u, infer, train, cost, cfg.replay_batch)
     assert got == pytest.approx(cost.teacher_gflops * n / spent)
+
+
+def test_bench_check_rejects_bad_arguments_in_one_line(capsys) -> None:
+    from experiments.bench_check import main
+
+    assert main(["--height", "4", "--u-max", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: need --height/--width >= 8"), err

@@ -2,8 +2,9 @@
 
 Every decision (teacher frame? accuracy above threshold? next stride?) is made on the host, one frame
 at a time, with the same jitted single-frame functions the compiled loop is built from: the accuracy
-check is a forward pass (``forward_check``), and only a check that fails runs its backward pass. It is slow by
-design (a host sync per pass) and exists to check :mod:`jitnet_jax.online.engine` and to benchmark it.
+check is a forward pass (``forward_check``), and only a check that fails runs its backward pass. It is
+slow by design (a host sync per pass) and exists to check :mod:`jitnet_jax.online.engine` and to
+benchmark it.
 """
 
 from __future__ import annotations
