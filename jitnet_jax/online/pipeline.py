@@ -68,8 +68,14 @@ def read_host(tree: Any) -> Any:
 def device_chunks(items: Iterable[Any], put: Callable[[Any], Any]) -> Iterator[tuple[Any, Any]]:
     """``(item, put(item))`` for every item: run inside :func:`~jitnet_jax.data.prefetch.prefetch`'s thread,
     so the host-to-device copy of chunk ``k + 1`` overlaps the device's compute on chunk ``k``."""
-    for item in items:
-        yield item, put(item)
+    it = iter(items)
+    try:
+        for item in it:
+            yield item, put(item)
+    finally:  # a stopped run closes the source now (e.g. its video reader), not when it is collected
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
 
 
 @dataclasses.dataclass
