@@ -50,6 +50,32 @@ try:
 finally:
     logging.getLogger().setLevel(_root_level)
 
+
+class _KnownFailure(logging.Filter):
+    """Drops Beam's log records (worker tracebacks and their relay by the runner) of a failure this module
+    reports itself in one line: a bad input, not a bug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):
+            text = str(record.msg)
+        if record.exc_info and record.exc_info[1] is not None:
+            text += str(record.exc_info[1])
+        return "[[jitnet-error:" not in text + (record.exc_text or "")
+
+
+_KNOWN_FAILURE = _KnownFailure()
+for _name in (
+    "apache_beam.runners.common",
+    "apache_beam.runners.worker.sdk_worker",
+    "apache_beam.runners.worker.sdk_worker_main",
+    "apache_beam.runners.portability.local_job_service",
+    "apache_beam.runners.portability.fn_api_runner.fn_runner",
+    "apache_beam.runners.portability.portable_runner",
+):
+    logging.getLogger(_name).addFilter(_KNOWN_FAILURE)
+
 #: Beam metrics namespace of the stage timings (counters in microseconds) and frame counts.
 METRICS_NAMESPACE = "jitnet_precompute"
 STAGES = ("teacher_load", "decode", "teacher", "rasterise", "write")
