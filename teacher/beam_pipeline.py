@@ -11,8 +11,8 @@
    here to fail early with one line. The missing chunks become work units: frame ranges of one video, whole
    chunks, ``range_frames`` frames at most.
 2. **Label (workers).** :class:`LabelRangeFn` loads the teacher once per worker (``DoFn.setup``); for each
-   unit it decodes up to the end of its range (ffmpeg drops the frames before it), runs the teacher on the
-   range only, rasterises with the same code as the single-process path
+   unit it decodes up to the end of its range (the frames before it are decoded and dropped), runs the
+   teacher on the range only, rasterises with the same code as the single-process path
    (:func:`teacher.precompute.label_chunk`) and writes each chunk atomically
    (:func:`~jitnet_jax.data.label_store.write_chunk_file`), emitting ``(store, (chunk, sha256))``.
 3. **Finalize (one step per store).** The digests are recorded in ``meta.json``, every chunk is re-verified
