@@ -5,8 +5,8 @@
 For one stream and config, in one invocation, it prints:
   * compiled: wall time of ``run_stream`` (compiled chunks; compilation excluded);
   * reference: wall time of the per-frame Python loop (``jitnet_jax.online.reference``);
-  * limit: the same number of predictions (non-teacher frames) and updates (plus accuracy-check passes)
-    the run used, each timed in isolation as back-to-back jitted calls;
+  * limit: the same number of predictions (non-teacher frames), updates and passing accuracy checks (a
+    forward pass each) the run used, each timed in isolation as back-to-back jitted calls;
   * the ratios compiled/limit (1.0 = no loop overhead) and reference/compiled.
 """
 
@@ -22,6 +22,7 @@ import numpy as np
 from jitnet_jax.compile_cache import add_compile_cache_flag, enable_compile_cache
 from jitnet_jax.config import ModelConfig, OptimConfig, StudentConfig
 from jitnet_jax.data.synthetic import SyntheticStream
+from jitnet_jax.eval.summary import passed_checks
 from jitnet_jax.host_memory import keep_freed_memory
 from jitnet_jax.online.engine import Knobs, OnlineConfig, effective_weight
 from jitnet_jax.online.reference import run_reference
@@ -32,8 +33,9 @@ from jitnet_jax.student.step import apply_grads, init_state, loss_and_grads, pre
 def compute_limit(
     cfg: OnlineConfig, shape: tuple[int, int], n_pred: int, n_upd: int, n_check: int, seed: int = 0
 ) -> float:
-    """Seconds for ``n_pred`` predictions, ``n_upd`` fused forward/backward+update steps and ``n_check``
-    forward/backward passes without an update, as back-to-back jitted calls (compile excluded)."""
+    """Seconds for ``n_pred`` predictions, ``n_upd`` forward/backward+update steps and ``n_check`` accuracy
+    checks that passed (a forward pass each, timed as a prediction), as back-to-back jitted calls (compile
+    excluded)."""
     scfg = cfg.student
     knobs = Knobs.from_config(cfg)
     state = init_state(jax.random.key(seed), scfg, shape)
@@ -50,14 +52,11 @@ def compute_limit(
 
     step = jax.jit(upd)
     jax.block_until_ready(pr(state, frame))
-    jax.block_until_ready(lg(state, frame, label, weight))
     jax.block_until_ready(step(state, frame, label, weight))
     t0 = time.perf_counter()
     out = None
-    for _ in range(n_pred):
+    for _ in range(n_pred + n_check):
         out = pr(state, frame)
-    for _ in range(n_check):
-        out = lg(state, frame, label, weight)
     for _ in range(n_upd):
         state, out = step(state, frame, label, weight)
     jax.block_until_ready((out, state))
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     n = len(pf["frame"])
     teacher = int(pf["teacher"].sum())
     updates = int(pf["updates"].sum())
-    checks = int((pf["teacher"] & (pf["acc"] > cfg.a_thr)).sum())
+    checks = passed_checks(pf, cfg.a_thr, cfg.teacher_delay)
     _, ref_pf, ref_wall = run_reference(src, cfg, jax.random.key(args.seed))
     limit = compute_limit(cfg, (args.height, args.width), n - teacher, updates, checks, args.seed)
     same = bool(np.array_equal(pf["updates"], ref_pf["updates"]))

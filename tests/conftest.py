@@ -45,7 +45,7 @@ HEAVY_FIRST = (
 
 
 #: The ``slow`` tests: whole modules, or single tests (``module::name``), that compile a large program of their
-#: own or start processes (each took 3 s or more of a full run, ``--durations``). ``pytest -m "not slow"``
+#: own or start processes (each took 3 s or more of a full run, ``--durations``; ``[id]`` names one parameter). ``pytest -m "not slow"``
 #: leaves them out and still runs a test of every module of the package.
 SLOW_MODULES = ("test_sharding.py", "test_multihost.py", "test_resume.py", "test_precompute_beam.py")
 SLOW_TESTS = (
@@ -67,6 +67,7 @@ SLOW_TESTS = (
     "test_sweep.py::test_gating_decides_any_teacher_outside_the_vmap",
     "test_sweep.py::test_vmapped_sweep_matches_separate_runs",
     "test_compile_cache.py::test_second_process_hits_the_cache",
+    "test_check.py::test_a_passing_check_runs_no_backward_pass[replay]",
 )
 
 
@@ -78,8 +79,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "shared_data" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real_data)
-        name = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
-        if item.path.name in SLOW_MODULES or name in SLOW_TESTS:
+        names = {
+            f"{item.path.name}::{item.name}",
+            f"{item.path.name}::{getattr(item, 'originalname', item.name)}",
+        }
+        if item.path.name in SLOW_MODULES or names & set(SLOW_TESTS):
             item.add_marker(pytest.mark.slow)
     rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(HEAVY_FIRST)))
