@@ -159,7 +159,7 @@ def label_chunk(
     lut = coco_to_label(header.class_groups)
     h = header
     labels = np.empty((stop - start, h.height, h.width), np.uint8)
-    weights = np.empty((stop - start, h.height, h.width), np.uint8)  # region map
+    regions = np.empty((stop - start, h.height, h.width), np.uint8)  # region map
     spent = 0.0
     for k in range(stop - start):
         try:
@@ -169,7 +169,7 @@ def label_chunk(
                 f"stream {h.stream}: teacher output ended at frame {start + k} of {h.num_frames}"
             ) from None
         t0 = time.perf_counter()
-        labels[k], weights[k] = rasterize(
+        labels[k], regions[k] = rasterize(
             inst,
             h.height,
             h.width,
@@ -183,7 +183,7 @@ def label_chunk(
             on_frame()
     if clock is not None:
         clock.add("rasterise", spent)
-    return labels, weights
+    return labels, regions
 
 
 def _groups(
@@ -394,9 +394,9 @@ def _run_job_locked(job: LabelJob, out: Path, progress: bool) -> Path:
             it = job.instances(start, stop)
             for i in idx:
                 a, b = writer.chunk_range(i)
-                labels, weights = label_chunk(it, h, a, b, job.clock, lambda: bar.update(1))
+                labels, regions = label_chunk(it, h, a, b, job.clock, lambda: bar.update(1))
                 t0 = time.perf_counter()
-                writer.write_chunk(i, labels, weights)
+                writer.write_chunk(i, labels, regions)
                 job.clock.add("write", time.perf_counter() - t0)
     return writer.finalize()
 

@@ -130,17 +130,17 @@ def rasterize(
       ``[height, width]`` (``REGION_BACKGROUND`` 1, ``REGION_BOX`` 2 inside a dilated box).
     """
     labels = np.zeros((height, width), np.uint8)
-    weights = np.full((height, width), REGION_BACKGROUND, np.uint8)
+    regions = np.full((height, width), REGION_BACKGROUND, np.uint8)
     n = len(inst.classes)
     if n == 0:
-        return labels, weights
+        return labels, regions
     mapped = class_to_label[np.clip(inst.classes, 0, len(class_to_label) - 1)]
     keep = (inst.scores >= score_threshold) & (mapped > 0)
     boxes = inst.boxes[keep].astype(np.float64)
     masks = inst.masks[keep]
     lab = mapped[keep]
     if lab.size == 0:
-        return labels, weights
+        return labels, regions
     scale = np.array([height, width, height, width], np.float64)
     pix = boxes * scale  # y1, x1, y2, x2 in pixel units
     # Weight: union of dilated boxes.
@@ -158,7 +158,7 @@ def rasterize(
     )
     for y1, x1, y2, x2 in dil:
         fg[_center_span(y1, y2, height), _center_span(x1, x2, width)] = True
-    weights[fg] = REGION_BOX
+    regions[fg] = REGION_BOX
     # Labels: resize every box mask into its box; higher label wins (process in increasing label order).
     m_h, m_w = masks.shape[1], masks.shape[2]
     for k in np.argsort(lab, kind="stable"):
@@ -170,4 +170,4 @@ def rasterize(
         soft = wy @ masks[k] @ wx.T  # [rows, cols]
         region = labels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
         np.maximum(region, np.where(soft >= mask_threshold, lab[k], 0).astype(np.uint8), out=region)
-    return labels, weights
+    return labels, regions

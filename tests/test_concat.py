@@ -52,7 +52,7 @@ def _read(source, chunk_size: int, start: int = 0) -> tuple[np.ndarray, np.ndarr
     """Frames, labels and regions of the valid frames of every chunk, and each chunk's start."""
     cs = list(source.chunks(chunk_size, start))
     assert all(c.frames.shape[0] == chunk_size for c in cs)
-    cat = [np.concatenate([getattr(c, k)[c.valid] for c in cs]) for k in ("frames", "labels", "weights")]
+    cat = [np.concatenate([getattr(c, k)[c.valid] for c in cs]) for k in ("frames", "labels", "regions")]
     return (*cat, [c.start for c in cs])
 
 

@@ -107,12 +107,12 @@ class _Corrupted:
         rng = np.random.default_rng(0)
         for c in self.inner.chunks(chunk_size, start):
             labels = c.labels.copy()
-            weights = c.weights.copy()
+            regions = c.regions.copy()
             for i in range(chunk_size):
                 if c.start + i not in self.keep:
                     labels[i] = rng.integers(0, 4, labels[i].shape)
-                    weights[i] = rng.uniform(0, 20, weights[i].shape)
-            yield Chunk(c.frames, labels, weights, c.valid, c.start)
+                    regions[i] = rng.integers(0, 3, regions[i].shape)
+            yield Chunk(c.frames, labels, regions, c.valid, c.start)
 
 
 def test_non_teacher_labels_never_reach_training(stream, compiled_run) -> None:

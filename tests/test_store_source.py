@@ -59,10 +59,10 @@ def test_chunks_align_frames_and_labels(tmp_path):
     assert [c.start for c in chunks] == [0, 5, 10]
     last = chunks[-1]
     assert last.valid.tolist() == [True, True, False, False, False]
-    assert (last.labels[2:] == IGNORE_LABEL).all() and (last.weights[2:] == 0).all()
+    assert (last.labels[2:] == IGNORE_LABEL).all() and (last.regions[2:] == 0).all()
     for c in chunks:
         assert c.frames.shape == (5, H, W, 3) and c.frames.dtype == np.uint8
-        assert c.labels.dtype == np.uint8 and c.weights.dtype == np.uint8
+        assert c.labels.dtype == np.uint8 and c.regions.dtype == np.uint8
         for j in np.flatnonzero(c.valid):
             t = c.start + j
             assert (c.labels[j] == t).all()

@@ -230,6 +230,6 @@ def test_lockstep_pads_an_ended_stream_like_the_others():
     assert [int(p[0].valid.sum()) for p in parts] == [4, 4, 2]
     assert [int(p[1].valid.sum()) for p in parts] == [4, 0, 0]
     for p in parts:
-        for field in ("frames", "labels", "weights"):
+        for field in ("frames", "labels", "regions"):
             a, b = getattr(p[0], field), getattr(p[1], field)
             assert a.shape == b.shape and a.dtype == b.dtype, field

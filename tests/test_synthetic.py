@@ -34,7 +34,7 @@ def test_chunk_shapes_and_dtypes():
     c = next(small().chunks(8))
     assert c.frames.shape == (8, H, W, 3) and c.frames.dtype == np.uint8
     assert c.labels.shape == (8, H, W) and c.labels.dtype == np.uint8
-    assert c.weights.shape == (8, H, W) and c.weights.dtype == np.uint8  # region map
+    assert c.regions.shape == (8, H, W) and c.regions.dtype == np.uint8  # region map
     assert c.valid.dtype == bool and c.valid.all() and c.start == 0
     assert c.labels.max() < len(CLASS_NAMES)
 
@@ -45,7 +45,7 @@ def test_deterministic_given_seed():
     c = next(small(seed=4).chunks(6, start=40))
     np.testing.assert_array_equal(a.frames, b.frames)
     np.testing.assert_array_equal(a.labels, b.labels)
-    np.testing.assert_array_equal(a.weights, b.weights)
+    np.testing.assert_array_equal(a.regions, b.regions)
     assert np.mean(a.frames != c.frames) > 0.5
 
 
@@ -54,14 +54,14 @@ def test_random_access_equals_sequential():
     seq = list(s.chunks(16))
     frames = np.concatenate([c.frames for c in seq])[:120]
     labels = np.concatenate([c.labels for c in seq])[:120]
-    weights = np.concatenate([c.weights for c in seq])[:120]
+    weights = np.concatenate([c.regions for c in seq])[:120]
     # A fresh instance (empty caches), starting in the second scene, then going back to the first.
     fresh = small(num_frames=120, cuts=(50,))
     for start in (77, 45, 3):
         c = next(fresh.chunks(10, start=start))
         np.testing.assert_array_equal(c.frames, frames[start : start + 10])
         np.testing.assert_array_equal(c.labels, labels[start : start + 10])
-        np.testing.assert_array_equal(c.weights, weights[start : start + 10])
+        np.testing.assert_array_equal(c.regions, weights[start : start + 10])
         assert c.start == start
 
 
@@ -72,8 +72,8 @@ def test_last_chunk_padding():
     last = chunks[-1]
     assert last.valid.tolist() == [True] * 13 + [False] * 3
     assert (last.labels[13:] == IGNORE_LABEL).all()
-    assert (last.weights[13:] == 0).all() and (last.frames[13:] == 0).all()
-    assert last.weights[:13].min() > 0
+    assert (last.regions[13:] == 0).all() and (last.frames[13:] == 0).all()
+    assert last.regions[:13].min() > 0
     np.testing.assert_array_equal(last.frames[:13], s.clip(37, 50)[0])
     with pytest.raises(ValueError):
         next(s.chunks(16, start=50))
@@ -84,7 +84,7 @@ def test_box_regions_cover_foreground_and_all_classes_appear():
     labels, weights = [], []
     for c in s.chunks(50):
         labels.append(c.labels[c.valid])
-        weights.append(c.weights[c.valid])
+        weights.append(c.regions[c.valid])
     lab, wt = np.concatenate(labels), np.concatenate(weights)
     assert set(np.unique(wt).tolist()) == {1, 2}  # background / inside a dilated box
     assert (wt[lab > 0] == 2).all()

@@ -263,7 +263,7 @@ class ConcatSource:
                         take = min(n - i, chunk_size - k)
                         frames[k : k + take] = c.frames[i : i + take]
                         labels[k : k + take] = c.labels[i : i + take]
-                        regions[k : k + take] = c.weights[i : i + take]
+                        regions[k : k + take] = c.regions[i : i + take]
                         k += take
                         i += take
                         if k == chunk_size:

@@ -262,22 +262,22 @@ def _decode_chunk(data: bytes, shape: tuple[int, int, int], source: str) -> tupl
     """Labels and regions of a chunk file's bytes; :class:`DataError` unless both are uint8 ``shape``."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            labels, weights = z["labels"], z["regions"]
+            labels, regions = z["labels"], z["regions"]
     except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{source}: corrupt label chunk ({e})") from None
     if (
         labels.shape != shape
-        or weights.shape != shape
+        or regions.shape != shape
         or labels.dtype != np.uint8
-        or weights.dtype != np.uint8
+        or regions.dtype != np.uint8
     ):
         raise DataError(
-            f"{source}: label chunk has shape {labels.shape} {labels.dtype} / {weights.shape} {weights.dtype}, "
+            f"{source}: label chunk has shape {labels.shape} {labels.dtype} / {regions.shape} {regions.dtype}, "
             f"expected {shape} uint8"
         )
-    if weights.max(initial=0) > REGION_BOX:
+    if regions.max(initial=0) > REGION_BOX:
         raise DataError(f"{source}: region values above {REGION_BOX}")
-    return labels, weights
+    return labels, regions
 
 
 def store_is_complete(store_dir: str | os.PathLike) -> bool:
@@ -348,17 +348,17 @@ class LabelStoreWriter:
         """Indices of chunks not yet written (with a valid checksum)."""
         return [i for i, c in enumerate(self._checksums) if c is None]
 
-    def write_chunk(self, index: int, labels: np.ndarray, weights: np.ndarray) -> None:
+    def write_chunk(self, index: int, labels: np.ndarray, regions: np.ndarray) -> None:
         """Atomically write chunk ``index`` and record its checksum in ``meta.json``.
 
         Args:
           labels: uint8 ``[n, H, W]`` with ``n`` the chunk's frame count.
-          weights: the region map, uint8 ``[n, H, W]`` with values 0, 1, 2 (see the module docstring).
+          regions: the region map, uint8 ``[n, H, W]`` with values 0, 1, 2 (see the module docstring).
         Raises:
           DataError: wrong shapes/dtypes or region values.
           OSError: the write failed (e.g. a full disk); finished chunks and ``meta.json`` stay valid.
         """
-        self._checksums[index] = write_chunk_file(self.dir, self.header, index, labels, weights)
+        self._checksums[index] = write_chunk_file(self.dir, self.header, index, labels, regions)
         _write_meta(self.dir, self.header, self._checksums, complete=False)
 
     def adopt_chunks(self) -> list[int]:
@@ -476,23 +476,23 @@ class LabelStore:
         shape = (n, self.header.height, self.header.width)
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                labels, weights = z["labels"], z["regions"]
+                labels, regions = z["labels"], z["regions"]
         except (KeyError, ValueError, OSError) as e:
             raise DataError(f"{path}: corrupt label chunk ({e})") from None
         if (
             labels.shape != shape
-            or weights.shape != shape
+            or regions.shape != shape
             or labels.dtype != np.uint8
-            or weights.dtype != np.uint8
+            or regions.dtype != np.uint8
         ):
             raise DataError(
-                f"{path}: label chunk has shape {labels.shape} {labels.dtype} / {weights.shape} {weights.dtype}, "
+                f"{path}: label chunk has shape {labels.shape} {labels.dtype} / {regions.shape} {regions.dtype}, "
                 f"expected {shape} uint8"
             )
-        self._cache[index] = (labels, weights)
+        self._cache[index] = (labels, regions)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return labels, weights
+        return labels, regions
 
     def _check(self, frame: int) -> None:
         if not 0 <= frame < self.header.num_frames:
@@ -503,9 +503,9 @@ class LabelStore:
     def frame(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Labels uint8 ``[H, W]`` and region map uint8 ``[H, W]`` of frame ``index``."""
         self._check(index)
-        labels, weights = self._chunk(index // self.header.chunk_size)
+        labels, regions = self._chunk(index // self.header.chunk_size)
         j = index % self.header.chunk_size
-        return labels[j], weights[j]
+        return labels[j], regions[j]
 
     def frames(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Labels uint8 ``[n, H, W]`` and region map uint8 ``[n, H, W]`` of frames ``[start, stop)``."""
@@ -516,9 +516,9 @@ class LabelStore:
         cs = self.header.chunk_size
         parts = []
         for c in range(start // cs, (stop - 1) // cs + 1):
-            labels, weights = self._chunk(c)
+            labels, regions = self._chunk(c)
             lo, hi = max(start, c * cs) - c * cs, min(stop, (c + 1) * cs) - c * cs
-            parts.append((labels[lo:hi], weights[lo:hi]))
+            parts.append((labels[lo:hi], regions[lo:hi]))
         if len(parts) == 1:
             return parts[0][0].copy(), parts[0][1].copy()
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -95,10 +95,10 @@ class StoreSource:
             buf[k] = frame
             k += 1
             if k == chunk_size:
-                labels, weights = self.store.frames(chunk_start, chunk_start + k)
-                yield pad_chunk(buf.copy(), labels, weights, chunk_size, chunk_start)
+                labels, regions = self.store.frames(chunk_start, chunk_start + k)
+                yield pad_chunk(buf.copy(), labels, regions, chunk_size, chunk_start)
                 chunk_start += k
                 k = 0
         if k:
-            labels, weights = self.store.frames(chunk_start, chunk_start + k)
-            yield pad_chunk(buf[:k].copy(), labels, weights, chunk_size, chunk_start)
+            labels, regions = self.store.frames(chunk_start, chunk_start + k)
+            yield pad_chunk(buf[:k].copy(), labels, regions, chunk_size, chunk_start)

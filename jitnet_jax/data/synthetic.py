@@ -226,8 +226,8 @@ class SyntheticStream:
         if not 0 <= start < self.num_frames:
             raise ValueError(f"start must be in [0, {self.num_frames}), got {start}")
         for s in range(start, self.num_frames, chunk_size):
-            frames, labels, weights = self.clip(s, min(s + chunk_size, self.num_frames))
-            yield pad_chunk(frames, labels, weights, chunk_size, s)
+            frames, labels, regions = self.clip(s, min(s + chunk_size, self.num_frames))
+            yield pad_chunk(frames, labels, regions, chunk_size, s)
 
     def clip(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Frames ``start..stop-1``: uint8 ``[T, H, W, 3]``, labels uint8 ``[T, H, W]``, region map uint8 ``[T, H, W]``."""
@@ -236,10 +236,10 @@ class SyntheticStream:
         n = stop - start
         frames = np.empty((n, self.height, self.width, 3), np.uint8)
         labels = np.empty((n, self.height, self.width), np.uint8)
-        weights = np.empty((n, self.height, self.width), np.uint8)
+        regions = np.empty((n, self.height, self.width), np.uint8)
         for i in range(n):
-            frames[i], labels[i], weights[i] = self.render(start + i)
-        return frames, labels, weights
+            frames[i], labels[i], regions[i] = self.render(start + i)
+        return frames, labels, regions
 
     def render(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Frame ``t``: uint8 ``[H, W, 3]``, label uint8 ``[H, W]``, region map uint8 ``[H, W]`` (1 / 2 in a box)."""

@@ -29,16 +29,16 @@ class Chunk(NamedTuple):
       frames: uint8 ``[T, H, W, 3]`` RGB at the student's resolution.
       labels: uint8 ``[T, H, W]`` teacher labels (0 background, g+1 for class group g,
         ``IGNORE_LABEL`` to ignore).
-      weights: uint8 ``[T, H, W]`` region map (the field keeps its historical name): ``REGION_IGNORE``
-        (0, no loss), ``REGION_BACKGROUND`` (1, outside the teacher's dilated boxes), ``REGION_BOX``
-        (2, inside one). The run's ``fg_weight``/``bg_weight`` choose the loss weights.
+      regions: uint8 ``[T, H, W]`` region map: ``REGION_IGNORE`` (0, no loss), ``REGION_BACKGROUND`` (1,
+        outside the teacher's dilated boxes), ``REGION_BOX`` (2, inside one). The run's
+        ``fg_weight``/``bg_weight`` turn it into loss weights.
       valid: bool ``[T]``; False on padding after the last frame of the stream.
       start: stream index of the chunk's first frame.
     """
 
     frames: np.ndarray
     labels: np.ndarray
-    weights: np.ndarray
+    regions: np.ndarray
     valid: np.ndarray
     start: int
 
@@ -83,24 +83,24 @@ class StreamSource(Protocol):
 
 
 def pad_chunk(
-    frames: np.ndarray, labels: np.ndarray, weights: np.ndarray, chunk_size: int, start: int
+    frames: np.ndarray, labels: np.ndarray, regions: np.ndarray, chunk_size: int, start: int
 ) -> Chunk:
     """Build a :class:`Chunk` from ``n <= chunk_size`` frames, zero-padding to ``chunk_size``.
 
     Args:
       frames: uint8 ``[n, H, W, 3]``; labels: uint8 ``[n, H, W]``;
-      weights: the region map ``[n, H, W]`` with values in {0, 1, 2} (any integer or float dtype).
+      regions: the region map ``[n, H, W]`` with values in {0, 1, 2} (any integer or float dtype).
     Raises:
       ValueError: wrong frame count, or a region map value outside {0, 1, 2} (e.g. a float loss weight).
     """
     n = frames.shape[0]
     if n > chunk_size or n < 1:
         raise ValueError(f"chunk at frame {start} has {n} frames, expected 1..{chunk_size}")
-    if weights.dtype != np.uint8 or weights.max(initial=0) > REGION_BOX:
-        if not np.isin(weights, (REGION_IGNORE, REGION_BACKGROUND, REGION_BOX)).all():
+    if regions.dtype != np.uint8 or regions.max(initial=0) > REGION_BOX:
+        if not np.isin(regions, (REGION_IGNORE, REGION_BACKGROUND, REGION_BOX)).all():
             raise ValueError(
                 f"chunk at frame {start}: region map values must be 0 (ignore), 1 (background) or 2 (box), "
-                f"got {np.unique(weights)[:5].tolist()}"
+                f"got {np.unique(regions)[:5].tolist()}"
             )
     valid = np.zeros(chunk_size, bool)
     valid[:n] = True
@@ -108,11 +108,11 @@ def pad_chunk(
         pad = chunk_size - n
         frames = np.concatenate([frames, np.zeros((pad, *frames.shape[1:]), frames.dtype)])
         labels = np.concatenate([labels, np.full((pad, *labels.shape[1:]), IGNORE_LABEL, labels.dtype)])
-        weights = np.concatenate([weights, np.zeros((pad, *weights.shape[1:]), weights.dtype)])
+        regions = np.concatenate([regions, np.zeros((pad, *regions.shape[1:]), regions.dtype)])
     return Chunk(
         frames.astype(np.uint8, copy=False),
         labels.astype(np.uint8, copy=False),
-        weights.astype(np.uint8, copy=False),
+        regions.astype(np.uint8, copy=False),
         valid,
         start,
     )

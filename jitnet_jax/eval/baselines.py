@@ -373,7 +373,7 @@ def oracle_examples(
             if (chunk.start + j) % every == 0:
                 fs.append(chunk.frames[j])
                 ys.append(chunk.labels[j])
-                ws.append(chunk.weights[j])
+                ws.append(chunk.regions[j])
     if not fs:
         raise ValueError(f"stream {source.info.name}: no frames to train on")
     return np.stack(fs), np.stack(ys), np.stack(ws)
@@ -384,7 +384,7 @@ def train_offline(
     state: StudentState,
     frames: np.ndarray,
     labels: np.ndarray,
-    weights: np.ndarray,
+    regions: np.ndarray,
     *,
     epochs: int,
     key: jax.Array,
@@ -398,7 +398,7 @@ def train_offline(
     epoch, no augmentation) started from ``state``.
 
     Args:
-      frames: uint8 ``[K, H, W, 3]``; labels: uint8 ``[K, H, W]``; weights: the region map uint8
+      frames: uint8 ``[K, H, W, 3]``; labels: uint8 ``[K, H, W]``; regions: the region map uint8
         ``[K, H, W]`` of a source, mapped to ``fg_weight``/``bg_weight`` (2 inside boxes / 1 elsewhere;
         0 stays ignored).
       key: PRNG key for the shuffling.
@@ -410,7 +410,7 @@ def train_offline(
     if progress:
         print(f"{desc}: {len(frames)} examples, {epochs} epochs", file=sys.stderr)
     return pretrain(
-        (frames, labels, weights),
+        (frames, labels, regions),
         cfg,
         epochs=epochs,
         key=key,

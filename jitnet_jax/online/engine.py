@@ -460,7 +460,7 @@ def frame_step(
     state: OnlineState,
     frame: jnp.ndarray,
     label: jnp.ndarray,
-    weight: jnp.ndarray,
+    region: jnp.ndarray,
     valid: jnp.ndarray,
     branch: str = "cond",
 ) -> tuple[OnlineState, dict[str, jnp.ndarray]]:
@@ -479,7 +479,7 @@ def frame_step(
         raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
     is_teacher = is_teacher_frame(state, valid)
     label = label.astype(jnp.int32)
-    w = effective_weight(weight, knobs)
+    w = effective_weight(region, knobs)
     if state.pending is not None:
         state, pred, k, acc, is_teacher = _delayed_frame_step(
             cfg, knobs, state, frame, label, w, valid, branch
@@ -513,14 +513,14 @@ def run_chunk(
     state: OnlineState,
     frames: jnp.ndarray,
     labels: jnp.ndarray,
-    weights: jnp.ndarray,
+    regions: jnp.ndarray,
     valid: jnp.ndarray,
     keep_preds: bool = False,
 ) -> tuple[OnlineState, dict[str, jnp.ndarray]]:
     """``lax.scan`` of :func:`frame_step` over a chunk.
 
     Args:
-      frames: uint8 ``[T, H, W, 3]``; labels: uint8/int ``[T, H, W]``; weights: ``[T, H, W]`` (the
+      frames: uint8 ``[T, H, W, 3]``; labels: uint8/int ``[T, H, W]``; regions: ``[T, H, W]`` (the
         source's map); valid: bool ``[T]``.
       keep_preds: also return the predictions (uint8 ``[T, H, W]``).
     Returns:
@@ -533,15 +533,15 @@ def run_chunk(
             st = {k: v for k, v in st.items() if k != "pred"}
         return s, st
 
-    return jax.lax.scan(body, state, (frames, labels, weights, valid))
+    return jax.lax.scan(body, state, (frames, labels, regions, valid))
 
 
 def make_run_chunk(cfg: OnlineConfig, keep_preds: bool = False) -> Any:
     """``run_chunk`` jitted for ``cfg`` with the online state donated:
-    ``fn(knobs, state, frames, labels, weights, valid) -> (state, stats)``."""
+    ``fn(knobs, state, frames, labels, regions, valid) -> (state, stats)``."""
     student_cfg = cfg.student
 
-    def fn(knobs: Knobs, state: OnlineState, frames: Any, labels: Any, weights: Any, valid: Any) -> Any:
-        return run_chunk(student_cfg, knobs, state, frames, labels, weights, valid, keep_preds)
+    def fn(knobs: Knobs, state: OnlineState, frames: Any, labels: Any, regions: Any, valid: Any) -> Any:
+        return run_chunk(student_cfg, knobs, state, frames, labels, regions, valid, keep_preds)
 
     return jax.jit(fn, donate_argnums=1)

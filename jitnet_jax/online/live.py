@@ -46,7 +46,7 @@ from jitnet_jax.data.video_frames import VideoFrames
 from jitnet_jax.online.engine import Knobs, OnlineConfig, OnlineState
 from jitnet_jax.online.pipeline import Checkpointing, ChunkPipeline, Progress, Synced
 from jitnet_jax.online.rows import PerFrameBuffer, chunk_per_frame, concat_per_frame
-from jitnet_jax.online.runner import LABEL_DTYPE, WEIGHT_DTYPE, StreamResult, compile_chunk, new_state
+from jitnet_jax.online.runner import LABEL_DTYPE, REGION_DTYPE, StreamResult, compile_chunk, new_state
 from jitnet_jax.student.metrics import iou_from_counts
 
 TRAIN = "train"
@@ -58,7 +58,7 @@ class TeacherLabel(NamedTuple):
 
     Attributes:
       labels: uint8 ``[H, W]`` (0 background, g + 1 group g, ``IGNORE_LABEL`` ignored).
-      weights: ``[H, W]`` in the label store's convention (the uint8 region map: 0 ignore, 1 background,
+      regions: ``[H, W]`` in the label store's convention (the uint8 region map: 0 ignore, 1 background,
         2 inside a dilated teacher box; the run's ``fg_weight``/``bg_weight`` weight the regions).
       seconds: time the teacher spent on this frame (model + post-processing + rasterising); 0 when the
         label was read back from a store.
@@ -66,7 +66,7 @@ class TeacherLabel(NamedTuple):
     """
 
     labels: np.ndarray
-    weights: np.ndarray
+    regions: np.ndarray
     seconds: float
     ran: bool
 
@@ -294,9 +294,9 @@ def run_live(
             if lab.ran:
                 teacher_s.append(lab.seconds)
         counts["reused"] += not lab.ran
-        if lab.labels.shape != (h, w) or lab.weights.shape != (h, w):
+        if lab.labels.shape != (h, w) or lab.regions.shape != (h, w):
             raise DataError(
-                f"teacher label of frame {index} has shape {lab.labels.shape}/{lab.weights.shape}, "
+                f"teacher label of frame {index} has shape {lab.labels.shape}/{lab.regions.shape}, "
                 f"expected {(h, w)}"
             )
         return lab
@@ -316,19 +316,19 @@ def run_live(
                     break
                 buf = np.zeros((t_chunk, h, w, 3), np.uint8)
                 labels = np.full((t_chunk, h, w), IGNORE_LABEL, LABEL_DTYPE)
-                weights = np.zeros((t_chunk, h, w), WEIGHT_DTYPE)
+                regions = np.zeros((t_chunk, h, w), REGION_DTYPE)
                 for i, (small, big) in enumerate(got):
                     buf[i] = small
                     index = a + i
                     purpose = TRAIN if index == next_t else AUDIT if audit_mask(index, audit_every) else None
                     if purpose is not None:
                         lab = label_for(index, big, purpose)
-                        labels[i], weights[i] = lab.labels, lab.weights
+                        labels[i], regions[i] = lab.labels, lab.regions
                         if purpose == AUDIT:
                             audited.append(index)
                 valid = np.arange(t_chunk) < n
-                chunks.append(Chunk(buf, labels, weights, valid, a))
-                stats.append(pipe.step(lambda s, x=(buf, labels, weights, valid): compiled(knobs, s, *x)))
+                chunks.append(Chunk(buf, labels, regions, valid, a))
+                stats.append(pipe.step(lambda s, x=(buf, labels, regions, valid): compiled(knobs, s, *x)))
                 cursor = a + n
             if not chunks:
                 break

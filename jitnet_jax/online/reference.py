@@ -91,7 +91,7 @@ def run_reference(
             label = chunk.labels[i].astype(np.int32)
             updates, acc = 0, 0.0
             if t == next_teacher:
-                weight = eff(chunk.weights[i])
+                weight = eff(chunk.regions[i])
                 while updates < cfg.u_max:
                     # the check: one forward pass; the backward (and replay) only when it fails
                     aux, stats, pull = check(student, frame, label, weight)

@@ -45,18 +45,18 @@ __all__ = [  # the per-frame helpers live in online.rows; importable from here t
     "run_stream",
 ]
 
-#: dtypes of a chunk's labels and weights as the compiled ``run_chunk`` receives them.
+#: dtypes of a chunk's labels and regions as the compiled ``run_chunk`` receives them.
 LABEL_DTYPE = np.uint8
-WEIGHT_DTYPE = np.uint8  # the region map (0 ignore, 1 background, 2 box; jitnet_jax.data.types)
+REGION_DTYPE = np.uint8  # the region map (0 ignore, 1 background, 2 box; jitnet_jax.data.types)
 
 
 def chunk_abstract(t_chunk: int, height: int, width: int) -> tuple[jax.ShapeDtypeStruct, ...]:
-    """Abstract ``(frames, labels, weights, valid)`` of a chunk: the static shapes ``run_chunk`` is
-    compiled for (uint8 ``[T, H, W, 3]``, ``LABEL_DTYPE [T, H, W]``, ``WEIGHT_DTYPE [T, H, W]``, bool ``[T]``)."""
+    """Abstract ``(frames, labels, regions, valid)`` of a chunk: the static shapes ``run_chunk`` is
+    compiled for (uint8 ``[T, H, W, 3]``, ``LABEL_DTYPE [T, H, W]``, ``REGION_DTYPE [T, H, W]``, bool ``[T]``)."""
     return (
         jax.ShapeDtypeStruct((t_chunk, height, width, 3), np.uint8),
         jax.ShapeDtypeStruct((t_chunk, height, width), LABEL_DTYPE),
-        jax.ShapeDtypeStruct((t_chunk, height, width), WEIGHT_DTYPE),
+        jax.ShapeDtypeStruct((t_chunk, height, width), REGION_DTYPE),
         jax.ShapeDtypeStruct((t_chunk,), np.bool_),
     )
 
@@ -81,7 +81,7 @@ class StreamResult:
 
 
 def _chunk_args(cfg: OnlineConfig, state: OnlineState, height: int, width: int) -> tuple[Any, ...]:
-    """``(knobs, state, frames, labels, weights, valid)`` for lowering the chunk program, the state as
+    """``(knobs, state, frames, labels, regions, valid)`` for lowering the chunk program, the state as
     shapes and dtypes only (``jax.ShapeDtypeStruct``): a state restored from a checkpoint holds arrays
     committed to their device and a fresh one does not, and lowering from the arrays themselves made two
     different programs of them (a ``--resume`` compiled afresh instead of loading the cached program)."""
@@ -108,7 +108,7 @@ def compile_chunk(
     keep_executable: bool = False,
 ) -> Any:
     """The engine's ``run_chunk`` compiled ahead of time for chunks of ``cfg.chunk_size`` frames of
-    ``(height, width)`` and states shaped like ``state``: ``fn(knobs, state, frames, labels, weights,
+    ``(height, width)`` and states shaped like ``state``: ``fn(knobs, state, frames, labels, regions,
     valid) -> (state, stats)``. Fixed shapes: calling it never recompiles.
 
     ``keep_executable``: load the executable from (or store it in) the executable cache

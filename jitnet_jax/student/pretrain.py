@@ -169,7 +169,7 @@ def store_examples(
                 if chunk.start + j < stop and (chunk.start + j) % every == 0:
                     fs.append(chunk.frames[j])
                     ys.append(lut[chunk.labels[j]])
-                    ws.append(chunk.weights[j])
+                    ws.append(chunk.regions[j])
         if progress:
             print(
                 f"pretrain: {len(fs) - n0} examples from {src.info.name} {list(src.info.class_names)}",

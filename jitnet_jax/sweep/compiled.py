@@ -35,7 +35,7 @@ def sweep_frame_step(
     state: OnlineState,
     frame: jnp.ndarray,
     label: jnp.ndarray,
-    weight: jnp.ndarray,
+    region: jnp.ndarray,
     valid: jnp.ndarray,
     mode: str = "gated",
 ) -> tuple[OnlineState, dict[str, jnp.ndarray]]:
@@ -43,7 +43,7 @@ def sweep_frame_step(
 
     Args:
       mp, state: ``[K]``-stacked member settings and states.
-      frame: uint8 ``[S, H, W, 3]``; label: uint8/int ``[S, H, W]``; weight ``[S, H, W]`` (the source's
+      frame: uint8 ``[S, H, W, 3]``; label: uint8/int ``[S, H, W]``; region ``[S, H, W]`` (the source's
         map); valid: bool ``[S]`` (one row per stream; member k reads stream ``mp.stream[k]``).
       mode: ``"gated"``: ``vmap`` over members, ``any(is_teacher)`` decided outside the vmap (one
         batched forward pass on frames where no member trains; on teacher frames the idle members are
@@ -59,10 +59,10 @@ def sweep_frame_step(
         raise ValueError(f"sweep mode must be one of {MODES}, got {mode!r}")
     shared = frame.shape[0] == 1  # one stream: broadcast instead of gathering K copies
     if shared:
-        f_axis, f, y, w = None, frame[0], label[0], weight[0]
+        f_axis, f, y, w = None, frame[0], label[0], region[0]
         valid_k = jnp.broadcast_to(valid[0], mp.stream.shape)
     else:
-        f_axis, f, y, w = 0, frame[mp.stream], label[mp.stream], weight[mp.stream]
+        f_axis, f, y, w = 0, frame[mp.stream], label[mp.stream], region[mp.stream]
         valid_k = valid[mp.stream]
     axes = (0, 0, f_axis, f_axis, f_axis, 0)
 
@@ -92,14 +92,14 @@ def sweep_chunk(
     state: OnlineState,
     frames: jnp.ndarray,
     labels: jnp.ndarray,
-    weights: jnp.ndarray,
+    regions: jnp.ndarray,
     valid: jnp.ndarray,
     mode: str = "gated",
 ) -> tuple[OnlineState, dict[str, jnp.ndarray]]:
     """``lax.scan`` of :func:`sweep_frame_step` over a chunk.
 
     Args:
-      frames: uint8 ``[S, T, H, W, 3]``; labels ``[S, T, H, W]``; weights ``[S, T, H, W]``;
+      frames: uint8 ``[S, T, H, W, 3]``; labels ``[S, T, H, W]``; regions ``[S, T, H, W]``;
         valid bool ``[S, T]``.
     Returns:
       ``(state, stats)`` with stats ``[K, T, ...]``.
@@ -108,13 +108,13 @@ def sweep_chunk(
     def body(s: OnlineState, x: tuple[jnp.ndarray, ...]) -> Any:
         return sweep_frame_step(cfg, mp, s, *x, mode=mode)
 
-    xs = tuple(jnp.swapaxes(a, 0, 1) for a in (frames, labels, weights, valid))
+    xs = tuple(jnp.swapaxes(a, 0, 1) for a in (frames, labels, regions, valid))
     state, stats = jax.lax.scan(body, state, xs)
     return state, {k: jnp.swapaxes(v, 0, 1) for k, v in stats.items()}
 
 
 def make_sweep_chunk(cfg: StudentConfig, mode: str = "gated", mesh: Any = None) -> Callable[..., Any]:
-    """``sweep_chunk`` jitted with the state donated: ``fn(mp, state, frames, labels, weights, valid)``.
+    """``sweep_chunk`` jitted with the state donated: ``fn(mp, state, frames, labels, regions, valid)``.
 
     With a ``mesh`` and ``mode="map"`` the chunk is a ``shard_map``: each device runs ``lax.map`` over its
     own members (members never interact in that mode, so there is no communication at all). The vmapped
@@ -122,8 +122,8 @@ def make_sweep_chunk(cfg: StudentConfig, mode: str = "gated", mesh: Any = None) 
     all-reduce).
     """
 
-    def fn(mp: MemberParams, state: OnlineState, frames: Any, labels: Any, weights: Any, valid: Any) -> Any:
-        return sweep_chunk(cfg, mp, state, frames, labels, weights, valid, mode)
+    def fn(mp: MemberParams, state: OnlineState, frames: Any, labels: Any, regions: Any, valid: Any) -> Any:
+        return sweep_chunk(cfg, mp, state, frames, labels, regions, valid, mode)
 
     if mesh is None:
         return jax.jit(fn, donate_argnums=1)

@@ -80,7 +80,7 @@ def _lockstep(sources: Sequence[StreamSource], chunk_size: int, total: int) -> A
             blank = Chunk(
                 np.zeros_like(real.frames),
                 np.zeros_like(real.labels),
-                np.zeros_like(real.weights),
+                np.zeros_like(real.regions),
                 np.zeros(chunk_size, bool),
                 0,
             )
@@ -177,7 +177,7 @@ def run_sweep(
         """The lockstep chunks stacked on the stream axis and placed on the device(s) (prefetch thread)."""
         return tuple(
             put_shared(np.stack([getattr(c, f) for c in chunks]))
-            for f in ("frames", "labels", "weights", "valid")
+            for f in ("frames", "labels", "regions", "valid")
         )
 
     def member_rows(chunks: list[Chunk], stats: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
