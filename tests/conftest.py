@@ -33,6 +33,8 @@ def pytest_configure(config: pytest.Config) -> None:
 HEAVY_FIRST = (
     "test_sharding.py",
     "test_table.py",
+    "test_multihost.py",
+    "test_check.py",
     "test_replay.py",
     "test_train.py",
     "test_sweep.py",
@@ -42,6 +44,10 @@ HEAVY_FIRST = (
     "test_baselines.py",
     "test_online.py",
 )
+#: Modules whose runs are the programs other modules compile (test_table's, test_stream_cli's,
+#: test_replay's): last, so that they load those programs from the cache instead of compiling them at the
+#: same time in another worker.
+LAST = ("test_concat.py", "test_summary.py")
 
 
 #: The ``slow`` tests: whole modules, or single tests (``module::name``), that compile a large program of their
@@ -79,7 +85,7 @@ SLOW_TESTS = (
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Markers: ``real_data`` on every test that uses the ``shared_data`` fixture, ``slow`` on
     :data:`SLOW_MODULES` and :data:`SLOW_TESTS`. Order: heavy modules first (``HEAVY_FIRST``), the rest after
-    in their usual order; the order of the tests inside a module does not change."""
+    in their usual order, :data:`LAST` at the end; the order of the tests inside a module does not change."""
     for item in items:
         if "shared_data" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real_data)
@@ -90,6 +96,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.path.name in SLOW_MODULES or names & set(SLOW_TESTS):
             item.add_marker(pytest.mark.slow)
     rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    rank.update({name: len(HEAVY_FIRST) + 1 for name in LAST})
     items.sort(key=lambda item: rank.get(item.path.name, len(HEAVY_FIRST)))
 
 

@@ -26,8 +26,7 @@ from jitnet_jax.online.engine import (
 )
 from jitnet_jax.online.reference import ACC_TOL, agreed_prefix, run_reference
 from jitnet_jax.online.runner import run_stream
-from jitnet_jax.student.losses import weighted_cross_entropy
-from jitnet_jax.student.step import apply_model, init_state, loss_and_grads, loss_and_grads_batch
+from jitnet_jax.student.step import init_state
 
 H, W = 24, 32
 CFG = OnlineConfig(
@@ -122,40 +121,6 @@ def test_a_passing_check_runs_no_backward_pass(counter, cfg) -> None:
     b = cfg.replay_batch
     assert int(k) == cfg.u_max
     assert counter.read() == (1 + cfg.u_max * b, cfg.u_max * b)
-
-
-def test_forward_check_and_its_pullback_equal_the_fused_step() -> None:
-    """The check's forward and its pullback give the gradients of one ``value_and_grad`` of the mean
-    masked loss (one frame; B frames with replay, the current frame's forward reused), and the current
-    frame's prediction, accuracy and batch stats."""
-    scfg = CFG.student
-    s = init_state(jax.random.key(0), scfg, (H, W))
-    frames, labels, weights = (jnp.stack(x) for x in zip(*(_frame(i) for i in range(3))))
-
-    def fused(s, f, y, w, m):
-        def loss_fn(params):
-            def one(f, y, w):
-                logits, _ = apply_model(scfg, params, s.batch_stats, f[None], True)
-                return weighted_cross_entropy(logits, y[None], w[None], scfg.ignore_label)
-
-            mf = m.astype(jnp.float32)
-            return (jax.vmap(one)(f, y, w) * mf).sum() / mf.sum()
-
-        return jax.grad(loss_fn)(s.params)
-
-    def assert_close(a, b):
-        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
-            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
-
-    batch = (s, frames, labels, weights, jnp.array([True, True, False]))
-    g, stats, aux = jax.jit(lambda *a: loss_and_grads_batch(scfg, *a))(*batch)
-    assert_close(g, jax.jit(fused)(*batch))
-    g1, stats1, aux1 = jax.jit(lambda *a: loss_and_grads(scfg, *a))(s, frames[0], labels[0], weights[0])
-    assert_close(g1, jax.jit(fused)(s, frames, labels, weights, jnp.array([True, False, False])))
-    np.testing.assert_array_equal(np.asarray(aux["pred"]), np.asarray(aux1["pred"]))
-    assert float(aux["min_iou"]) == float(aux1["min_iou"])
-    for a, b in zip(jax.tree_util.tree_leaves(stats), jax.tree_util.tree_leaves(stats1), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 CONFIGS = {"paper": CFG, "replay": REPLAY}

@@ -149,8 +149,6 @@ def test_batch_loss_is_the_mean_of_per_frame_losses_with_batchnorm_per_frame() -
     c = next(iter(src.chunks(3)))
     y = c.labels.astype(np.int32)
     wt = np.where(c.regions > 0, 1.0, 0.0).astype(np.float32)
-    # Jitted exactly as run_reference jits them (same lambdas, argument names and shapes): the reference
-    # test below loads these two programs from the compilation cache instead of compiling them again.
     lg = jax.jit(lambda s, f, y, w: loss_and_grads(cfg, s, f, y, w))
     lgb = jax.jit(lambda s, f, y, w, m: loss_and_grads_batch(cfg, s, f, y, w, m))
     single = [lg(s, c.frames[i], y[i], wt[i]) for i in range(2)]
