@@ -226,3 +226,21 @@ def coco_to_label(groups: ClassGroups) -> np.ndarray:
         for c in names:
             lut[COCO_ID[c]] = g + 1
     return lut
+
+
+#: CamVid's label names, ids 0..11 (``classes.txt`` of the SegNet CamVid release; ``teacher.tfds_camvid``'s
+#: ``CLASS_NAMES``, here without tensorflow-datasets).
+CAMVID_CLASS_NAMES = (
+    "sky",
+    "building",
+    "pole",
+    "road",
+    "pavement",
+    "tree",
+    "sign_symbol",
+    "fence",
+    "car",
+    "pedestrian",
+    "bicyclist",
+    "unlabelled",
+)

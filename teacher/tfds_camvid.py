@@ -35,21 +35,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-#: Names of the label ids 0..11 (``classes.txt`` of the SegNet CamVid release).
-CLASS_NAMES = (
-    "sky",
-    "building",
-    "pole",
-    "road",
-    "pavement",
-    "tree",
-    "sign_symbol",
-    "fence",
-    "car",
-    "pedestrian",
-    "bicyclist",
-    "unlabelled",
-)
+from teacher.class_groups import CAMVID_CLASS_NAMES as CLASS_NAMES  # names of the label ids 0..11
+
 #: Label id of ``unlabelled`` (ignore it in losses and metrics).
 UNLABELLED = 11
 #: CamVid class -> student class name (COCO / class-group vocabulary); unnamed classes are background.

@@ -15,6 +15,7 @@ from jitnet_jax.data.label_store import LabelStoreWriter, StoreHeader
 from jitnet_jax.data.types import IGNORE_LABEL
 from jitnet_jax.student import pretrain as pt
 from jitnet_jax.student.pretrained import load_student, read_meta
+from teacher.class_groups import CAMVID_CLASS_NAMES
 
 TRAFFIC = ("background", "person", "car_bus_truck", "bicycle_motorcycle")
 
@@ -38,36 +39,12 @@ def test_class_map_by_name():
         pt.class_map(TRAFFIC, ("person",))
 
 
-#: CamVid's label names (``teacher.tfds_camvid.CLASS_NAMES``, a module that needs tensorflow-datasets).
-CAMVID_NAMES = (
-    "sky",
-    "building",
-    "pole",
-    "road",
-    "pavement",
-    "tree",
-    "sign_symbol",
-    "fence",
-    "car",
-    "pedestrian",
-    "bicyclist",
-    "unlabelled",
-)
-
-
-def test_camvid_names_are_the_builders():
-    _tfds()
-    from teacher.tfds_camvid import CLASS_NAMES
-
-    assert CLASS_NAMES == CAMVID_NAMES
-
-
 def test_class_map_synonyms_ignore_and_missing():
-    lut = pt.class_map(CAMVID_NAMES, TRAFFIC, require_all=True, source="camvid")
+    lut = pt.class_map(CAMVID_CLASS_NAMES, TRAFFIC, require_all=True, source="camvid")
     # pedestrian -> person, car -> car_bus_truck, bicyclist -> bicycle_motorcycle, unlabelled -> ignore
     assert lut[:12].tolist() == [0] * 8 + [2, 1, 3, IGNORE_LABEL]
     with pytest.raises(ValueError, match="camvid has no class for dog"):
-        pt.class_map(CAMVID_NAMES, ("background", "person", "dog"), require_all=True, source="camvid")
+        pt.class_map(CAMVID_CLASS_NAMES, ("background", "person", "dog"), require_all=True, source="camvid")
 
 
 def test_augment_identity_flip_and_determinism():

@@ -474,21 +474,7 @@ class LabelStore:
             raise DataError(f"{path}: checksum mismatch (file changed or corrupt); re-run the precompute")
         n = min(self.header.chunk_size, self.header.num_frames - index * self.header.chunk_size)
         shape = (n, self.header.height, self.header.width)
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                labels, regions = z["labels"], z["regions"]
-        except (KeyError, ValueError, OSError) as e:
-            raise DataError(f"{path}: corrupt label chunk ({e})") from None
-        if (
-            labels.shape != shape
-            or regions.shape != shape
-            or labels.dtype != np.uint8
-            or regions.dtype != np.uint8
-        ):
-            raise DataError(
-                f"{path}: label chunk has shape {labels.shape} {labels.dtype} / {regions.shape} {regions.dtype}, "
-                f"expected {shape} uint8"
-            )
+        labels, regions = _decode_chunk(data, shape, str(path))
         self._cache[index] = (labels, regions)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

@@ -97,8 +97,8 @@ def _input_grad(
 
 
 #: Output channels from which a dense kernel gradient is one convolution (``_kernel_grad_conv``) rather
-#: than per-tap matmuls. Measured on XLA:CPU (single-threaded, in a loop; docs/performance.md "Compile
-#: time"): from 32 output channels the convolution is as fast or faster (the decoder's 90x160 32->32
+#: than per-tap matmuls. Measured on XLA:CPU (single-threaded, in a loop; docs/performance.md "The
+#: training step on CPU"): from 32 output channels the convolution is as fast or faster (the decoder's 90x160 32->32
 #: layer 11.6 vs 13.6 ms); with 8 or 16 it is 3-4x slower (Eigen's contraction with a narrow output).
 KERNEL_GRAD_CONV_MIN_CO = 32
 
