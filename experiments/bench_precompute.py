@@ -76,25 +76,32 @@ def _teacher_ms(teacher: str, model: str | None, clip: Path, threads: int, n: in
     return float(np.median(times) * 1e3)
 
 
+def clip_request(clip: Path, out: Path, args: argparse.Namespace, threads: int) -> Any:
+    """The store request (``teacher.precompute.plan_store``) of one clip at the benchmark's settings."""
+    from teacher.precompute import plan_store
+
+    return plan_store(
+        out / clip.stem,
+        video=clip,
+        teacher=args.teacher,
+        model=args.model,
+        height=args.height,
+        width=args.width,
+        chunk_size=args.chunk_size,
+        max_frames=args.frames,
+        num_threads=threads,
+    )
+
+
 def run_single(clips: list[Path], out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from teacher.precompute import StageClock, plan_store, run_job
+    from teacher.precompute import StageClock, run_job
 
     clock = StageClock()
     frames = 0
     t0 = time.perf_counter()
     for clip in clips:
         tp = time.perf_counter()
-        req = plan_store(
-            out / clip.stem,
-            video=clip,
-            teacher=args.teacher,
-            model=args.model,
-            height=args.height,
-            width=args.width,
-            chunk_size=args.chunk_size,
-            max_frames=args.frames,
-            num_threads=args.threads,
-        )
+        req = clip_request(clip, out, args, args.threads)
         job = req.make_job()
         clock.add("plan", time.perf_counter() - tp)
         run_job(job, req.out, progress=False)
@@ -107,23 +114,9 @@ def run_single(clips: list[Path], out: Path, args: argparse.Namespace) -> dict[s
 
 def run_beam(clips: list[Path], out: Path, args: argparse.Namespace, threads: int) -> dict[str, Any]:
     from teacher.beam_pipeline import run_stores
-    from teacher.precompute import plan_store
 
     t0 = time.perf_counter()
-    reqs = [
-        plan_store(
-            out / clip.stem,
-            video=clip,
-            teacher=args.teacher,
-            model=args.model,
-            height=args.height,
-            width=args.width,
-            chunk_size=args.chunk_size,
-            max_frames=args.frames,
-            num_threads=threads,
-        )
-        for clip in clips
-    ]
+    reqs = [clip_request(clip, out, args, threads) for clip in clips]
     opts = ["--direct_num_workers", str(args.workers), "--direct_running_mode", "multi_processing"]
     res = run_stores(reqs, "DirectRunner", opts, range_frames=args.range_frames)
     wall = time.perf_counter() - t0

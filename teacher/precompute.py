@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -607,28 +608,9 @@ def plan_store(
     return StoreRequest(out, done, kind, source, make_job)
 
 
-def ensure_store(
-    out: str | os.PathLike | None = None,
-    *,
-    lvs: str | os.PathLike | None = None,
-    stream: str | None = None,
-    video: str | os.PathLike | None = None,
-    teacher: str | None = None,
-    model: str | os.PathLike | None = None,
-    tf_export: str | os.PathLike | None = None,
-    detectron: str | os.PathLike | None = None,
-    groups: str | Sequence[Sequence[str]] | None = None,
-    height: int = DEFAULT_HEIGHT,
-    width: int = DEFAULT_WIDTH,
-    chunk_size: int = DEFAULT_CHUNK,
-    max_frames: int | None = None,
-    params: RasterParams = RasterParams(),
-    tf_class_ids: str = "coco90",
-    num_threads: int = 2,
-    cache_dir: str | os.PathLike = DEFAULT_CACHE,
-    progress: bool = True,
-) -> Path:
-    """Return the directory of a complete label store for the request, precomputing it if needed.
+def ensure_store(out: str | os.PathLike | None = None, *, progress: bool = True, **request: Any) -> Path:
+    """Return the directory of a complete label store for the request, precomputing it if needed
+    (``request``: the keyword arguments of :func:`plan_store`).
 
     Exactly one source:
       * ``lvs=DIR, stream=NAME``: LVS stream folder ``DIR/NAME`` (class groups default to ``DIR/streams.json``
@@ -654,25 +636,7 @@ def ensure_store(
     Raises:
       DataError: bad arguments or bad input data (one-line message naming the file/frame).
     """
-    req = plan_store(
-        out,
-        lvs=lvs,
-        stream=stream,
-        video=video,
-        teacher=teacher,
-        model=model,
-        tf_export=tf_export,
-        detectron=detectron,
-        groups=groups,
-        height=height,
-        width=width,
-        chunk_size=chunk_size,
-        max_frames=max_frames,
-        params=params,
-        tf_class_ids=tf_class_ids,
-        num_threads=num_threads,
-        cache_dir=cache_dir,
-    )
+    req = plan_store(out, **request)
     if req.done:
         return req.out
     return run_job(req.make_job(), req.out, progress)
