@@ -186,10 +186,12 @@ def run_sweep(
             for i, m in enumerate(members)
         ]
 
+    teacher_frames = [0]  # over all members, kept as rows arrive (not re-summed over the stream per chunk)
+
     def postfix(synced: Synced, buffers: Sequence[PerFrameBuffer]) -> dict[str, Any]:
+        teacher_frames[0] += sum(int(r["teacher"].sum()) for r in synced.rows)
         done = max(1, synced.unit.end)
-        teach = np.mean([int(b.view()["teacher"].sum()) for b in buffers])
-        return {"teacher": f"{100 * teach / done:.1f}%"}
+        return {"teacher": f"{100 * teacher_frames[0] / (len(buffers) * done):.1f}%"}
 
     bar = Progress(total, 0, f"sweep K={k_members}", postfix) if progress else None
     c = info.num_classes
