@@ -85,7 +85,10 @@ class Knobs:
     """Traced controller hyperparameters (scalars, or ``[K]`` under a sweep ``vmap``).
 
     ``lr``/``schedule`` (float32 peak lr, int32 index into :data:`~jitnet_jax.config.SCHEDULES`) are a
-    sweep member's optimiser hyperparameters; ``None`` (a single run) uses the config's.
+    sweep member's optimiser hyperparameters; ``None`` (a single run) uses the config's. ``class_mask``
+    (bool ``[C]``) is a fleet camera's own classes under a head over the union of the fleet's class groups
+    (the loss, the check and the prediction see only those, :func:`~jitnet_jax.student.step.apply_model`);
+    ``None`` (single runs, sweeps): every class.
     """
 
     a_thr: jnp.ndarray  # float32
@@ -96,6 +99,7 @@ class Knobs:
     bg_weight: jnp.ndarray  # float32
     lr: jnp.ndarray | None = None  # float32
     schedule: jnp.ndarray | None = None  # int32
+    class_mask: jnp.ndarray | None = None  # bool [C]
 
     @staticmethod
     def from_config(cfg: OnlineConfig) -> Knobs:
@@ -316,7 +320,7 @@ def teacher_updates(
 
     def body(c: tuple[Any, ...]) -> tuple[Any, ...]:
         s, k, _, _, _ = c
-        aux, new_stats, pullback = forward_check(cfg, s, frame, label, weight)
+        aux, new_stats, pullback = forward_check(cfg, s, frame, label, weight, knobs.class_mask)
         passed = aux["min_iou"] > knobs.a_thr
 
         def update(s: StudentState) -> StudentState:
@@ -324,7 +328,7 @@ def teacher_updates(
                 (grads,) = pullback(jnp.ones((), jnp.float32))
             else:
                 batch = replay_sample(replay, jax.random.split(s.rng)[1], frame, label, weight)
-                grads = batch_grads(cfg, s, pullback, *batch)
+                grads = batch_grads(cfg, s, pullback, *batch, class_mask=knobs.class_mask)
             return apply_grads(cfg, s, grads, new_stats, knobs.lr, knobs.schedule)
 
         s = jax.lax.cond(passed, lambda s: s, update, s)
@@ -380,13 +384,13 @@ def teacher_step(
     if not masked:
         return taught, pred, k, acc
     s = jax.tree_util.tree_map(lambda new, old: jnp.where(active, new, old), taught, s)
-    pred = jnp.where(active, pred, predict(cfg, s.student, frame))
+    pred = jnp.where(active, pred, predict(cfg, s.student, frame, knobs.class_mask))
     return s, pred, jnp.where(active, k, 0), jnp.where(active, acc, 0.0)
 
 
-def student_step(cfg: StudentConfig, s: OnlineState, frame: jnp.ndarray) -> StepOut:
+def student_step(cfg: StudentConfig, knobs: Knobs, s: OnlineState, frame: jnp.ndarray) -> StepOut:
     """Any other frame: one prediction, no state change. Same outputs as :func:`teacher_step`."""
-    return s, predict(cfg, s.student, frame), jnp.int32(0), jnp.float32(0.0)
+    return s, predict(cfg, s.student, frame, knobs.class_mask), jnp.int32(0), jnp.float32(0.0)
 
 
 def is_teacher_frame(state: OnlineState, valid: jnp.ndarray) -> jnp.ndarray:
@@ -448,7 +452,7 @@ def _delayed_frame_step(
     )
     pending = jax.tree_util.tree_map(lambda new, old: jnp.where(is_teacher, new, old), sent, state.pending)
     state = state.replace(pending=pending)
-    return state, predict(cfg, state.student, frame), k, acc, is_teacher
+    return state, predict(cfg, state.student, frame, knobs.class_mask), k, acc, is_teacher
 
 
 BRANCHES = ("cond", "masked", "student")
@@ -488,13 +492,13 @@ def frame_step(
         state, pred, k, acc = jax.lax.cond(
             is_teacher,
             lambda s: teacher_step(cfg, knobs, s, frame, label, w),
-            lambda s: student_step(cfg, s, frame),
+            lambda s: student_step(cfg, knobs, s, frame),
             state,
         )
     elif branch == "masked":
         state, pred, k, acc = teacher_step(cfg, knobs, state, frame, label, w, is_teacher, masked=True)
     else:
-        state, pred, k, acc = student_step(cfg, state, frame)
+        state, pred, k, acc = student_step(cfg, knobs, state, frame)
     state = state.replace(cursor=state.cursor + valid.astype(jnp.int32))
     stats = {
         "teacher": is_teacher,

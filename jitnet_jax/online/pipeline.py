@@ -118,7 +118,8 @@ class ChunkPipeline:
       buffers: one :class:`~jitnet_jax.online.rows.PerFrameBuffer` per member (rows before the start included).
       ahead: units kept in flight before the oldest is read (1: dispatch one ahead; 0: read each at once).
       on_chunk: ``on_chunk(unit.host, host_stats, per_frame_so_far)`` after every sync (member 0's rows).
-      checkpointer: saves the state (member 0's rows) where it says a save is due, and at a stop.
+      checkpointer: saves the state where it says a save is due, and at a stop, with
+        ``checkpoint_rows(every member's rows)`` (default: member 0's rows).
       should_stop: polled after every sync; True ends the run at that chunk boundary.
       progress: ``progress(synced, buffers)`` after every sync (e.g. a :class:`Progress`).
     """
@@ -132,6 +133,7 @@ class ChunkPipeline:
         ahead: int = 1,
         on_chunk: Callable[[Any, Any, Rows], None] | None = None,
         checkpointer: Checkpointing | None = None,
+        checkpoint_rows: Callable[[list[Rows]], Rows] | None = None,
         should_stop: Callable[[], bool] | None = None,
         progress: Callable[[Synced, Sequence[PerFrameBuffer]], None] | None = None,
     ) -> None:
@@ -143,6 +145,7 @@ class ChunkPipeline:
         self.ahead = ahead
         self._on_chunk = on_chunk
         self._checkpointer = checkpointer
+        self._checkpoint_rows = checkpoint_rows
         self._should_stop = should_stop
         self._progress = progress
         self._pending: collections.deque[Unit] = collections.deque()
@@ -171,7 +174,7 @@ class ChunkPipeline:
         """Read every unit in flight; after a stop, save the state at this boundary (with a checkpointer)."""
         out = [self._sync(self._pending.popleft()) for _ in range(len(self._pending))]
         if self.stopped and self._checkpointer is not None:
-            self._checkpointer.save(self.state, self.buffers[0].view())
+            self._checkpointer.save(self.state, self._saved_rows())
         return out
 
     def _sync(self, unit: Unit) -> Synced:
@@ -185,10 +188,16 @@ class ChunkPipeline:
         if self._on_chunk is not None:
             self._on_chunk(unit.host, stats, self.buffers[0].view())
         if unit.saved is not None:
-            self._checkpointer.save(unit.saved, self.buffers[0].view())
+            self._checkpointer.save(unit.saved, self._saved_rows())
         if not self.stopped and self._should_stop is not None and self._should_stop():
             self.stopped = True
         return synced
+
+    def _saved_rows(self) -> Rows:
+        """The rows a checkpoint stores (views, no copy)."""
+        if self._checkpoint_rows is None:
+            return self.buffers[0].view()
+        return self._checkpoint_rows([b.view() for b in self.buffers])
 
     def per_frame(self) -> list[Rows]:
         """Copies of every member's rows so far."""

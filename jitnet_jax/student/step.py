@@ -74,13 +74,27 @@ def init_state(rng: jax.Array, config: StudentConfig, frame_shape: tuple[int, in
     )
 
 
+MASKED_LOGIT = -1e9  # the logit of a class outside a camera's class mask (exp() of it is 0 in float32)
+
+
 def apply_model(
-    config: StudentConfig, params: Any, batch_stats: Any, frames: jnp.ndarray, train: bool
+    config: StudentConfig,
+    params: Any,
+    batch_stats: Any,
+    frames: jnp.ndarray,
+    train: bool,
+    class_mask: jnp.ndarray | None = None,
 ) -> tuple[jnp.ndarray, Any]:
-    """Logits float32 ``[B, H, W, C]`` and the updated batch stats for uint8 ``[B, H, W, 3]``."""
+    """Logits float32 ``[B, H, W, C]`` and the updated batch stats for uint8 ``[B, H, W, 3]``.
+
+    ``class_mask`` (bool ``[C]``, optional): classes outside it get the logit :data:`MASKED_LOGIT`, so the
+    loss, the prediction and the accuracy check see only the classes in the mask (a fleet camera's own
+    class groups under a head over the union of the fleet's groups). None: every class (single runs)."""
     logits, updates = JITNet(config.model).apply(
         {"params": params, "batch_stats": batch_stats}, frames, train=train, mutable=["batch_stats"]
     )
+    if class_mask is not None:
+        logits = jnp.where(class_mask, logits, jnp.asarray(MASKED_LOGIT, logits.dtype))
     return logits, updates["batch_stats"]
 
 
@@ -103,12 +117,14 @@ def forward_check(
     frame: jnp.ndarray,
     label: jnp.ndarray,
     weight: jnp.ndarray,
+    class_mask: jnp.ndarray | None = None,
 ) -> tuple[dict[str, jnp.ndarray], Any, Any]:
     """The forward pass of one frame in training mode, scored, with its pullback: the accuracy check of
     Algorithm 1's update loop, which needs the backward pass only when the check fails.
 
     Args:
-      frame: uint8 ``[H, W, 3]``; label: int ``[H, W]``; weight: float32 ``[H, W]``.
+      frame: uint8 ``[H, W, 3]``; label: int ``[H, W]``; weight: float32 ``[H, W]``;
+      class_mask: optional bool ``[C]`` (see :func:`apply_model`).
     Returns:
       ``(aux, new_batch_stats, pullback)``: aux holds ``loss``, the prediction ``pred`` (int32
       ``[H, W]``), its ``confusion`` (int32 ``[C, C]``) and ``min_iou`` (the smoothed control signal);
@@ -118,7 +134,7 @@ def forward_check(
     """
 
     def loss_fn(params: Any) -> tuple[jnp.ndarray, tuple[jnp.ndarray, Any]]:
-        logits, new_stats = apply_model(config, params, state.batch_stats, frame[None], True)
+        logits, new_stats = apply_model(config, params, state.batch_stats, frame[None], True, class_mask)
         loss = weighted_cross_entropy(logits, label[None], weight[None], config.ignore_label)
         return loss, (logits[0], new_stats)
 
@@ -134,6 +150,7 @@ def batch_grads(
     labels: jnp.ndarray,
     weights: jnp.ndarray,
     mask: jnp.ndarray,
+    class_mask: jnp.ndarray | None = None,
 ) -> Any:
     """Gradients of the mean masked loss over ``B`` frames, BatchNorm over each frame separately, given
     frame 0's forward pass (``pullback`` from :func:`forward_check` on ``frames[0]``).
@@ -144,7 +161,7 @@ def batch_grads(
 
     Args:
       frames: uint8 ``[B, H, W, 3]``; labels: int ``[B, H, W]``; weights: float32 ``[B, H, W]``;
-      mask: bool ``[B]`` (frame 0 must be True).
+      mask: bool ``[B]`` (frame 0 must be True); class_mask: optional bool ``[C]`` (:func:`apply_model`).
     Returns:
       grads, a pytree like ``state.params``.
     """
@@ -156,7 +173,7 @@ def batch_grads(
 
     def replayed_loss(params: Any) -> jnp.ndarray:
         def one(f: jnp.ndarray, y: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
-            logits, _ = apply_model(config, params, state.batch_stats, f[None], True)
+            logits, _ = apply_model(config, params, state.batch_stats, f[None], True, class_mask)
             return weighted_cross_entropy(logits, y[None], w[None], config.ignore_label)
 
         losses = jax.vmap(one)(frames[1:], labels[1:], weights[1:])
@@ -257,16 +274,21 @@ def train_step(
     return new_state, {k: aux[k] for k in ("loss", "min_iou", "confusion")}
 
 
-def predict_logits(config: StudentConfig, state: StudentState, frame: jnp.ndarray) -> jnp.ndarray:
-    """float32 logits ``[H, W, C]`` for a uint8 ``[H, W, 3]`` frame (batch statistics by default)."""
+def predict_logits(
+    config: StudentConfig, state: StudentState, frame: jnp.ndarray, class_mask: jnp.ndarray | None = None
+) -> jnp.ndarray:
+    """float32 logits ``[H, W, C]`` for a uint8 ``[H, W, 3]`` frame (batch statistics by default);
+    ``class_mask``: optional bool ``[C]`` (:func:`apply_model`)."""
     train = config.model.bn_mode == "batch"
-    logits, _ = apply_model(config, state.params, state.batch_stats, frame[None], train)
+    logits, _ = apply_model(config, state.params, state.batch_stats, frame[None], train, class_mask)
     return logits[0]
 
 
-def predict(config: StudentConfig, state: StudentState, frame: jnp.ndarray) -> jnp.ndarray:
+def predict(
+    config: StudentConfig, state: StudentState, frame: jnp.ndarray, class_mask: jnp.ndarray | None = None
+) -> jnp.ndarray:
     """int32 label map ``[H, W]`` for a uint8 ``[H, W, 3]`` frame. Does not change the state."""
-    return jnp.argmax(predict_logits(config, state, frame), axis=-1).astype(jnp.int32)
+    return jnp.argmax(predict_logits(config, state, frame, class_mask), axis=-1).astype(jnp.int32)
 
 
 def jit_train_step(config: StudentConfig) -> Any:

@@ -8,6 +8,10 @@ trains cost one batched forward pass; on teacher frames only the members whose f
 others are masked, ``frame_step(branch="masked")``) and the loop runs ``max_k(updates_k)`` iterations.
 ``mode="naive"`` compiles the plain ``vmap(frame_step)`` for comparison (``experiments/bench_sweep.py``).
 
+**Coupling.** Members never interact, except through an optional per-frame ``coupling`` hook around the
+members' step (``coupling(step, state, valid) -> (state, stats)``): the fleet's teacher budget
+(:mod:`jitnet_jax.fleet.schedule`) decides there which members may run the teacher at this frame.
+
 **Exactness.** ``mode="map"`` runs the members one after the other (``lax.map`` of ``frame_step``) inside
 the same program and is bit-identical to separate runs. The vmapped modes batch the members'
 convolutions, which round differently; online training amplifies that, so they match separate runs in
@@ -38,13 +42,15 @@ def sweep_frame_step(
     region: jnp.ndarray,
     valid: jnp.ndarray,
     mode: str = "gated",
+    aligned: bool = False,
 ) -> tuple[OnlineState, dict[str, jnp.ndarray]]:
     """One frame for all K members.
 
     Args:
       mp, state: ``[K]``-stacked member settings and states.
       frame: uint8 ``[S, H, W, 3]``; label: uint8/int ``[S, H, W]``; region ``[S, H, W]`` (the source's
-        map); valid: bool ``[S]`` (one row per stream; member k reads stream ``mp.stream[k]``).
+        map); valid: bool ``[S]`` (one row per stream; member k reads stream ``mp.stream[k]``; with
+        ``aligned``, S = K and member k reads row k, no gather: a fleet, one camera per member).
       mode: ``"gated"``: ``vmap`` over members, ``any(is_teacher)`` decided outside the vmap (one
         batched forward pass on frames where no member trains; on teacher frames the idle members are
         masked). ``"naive"``: ``vmap`` of the per-member ``lax.cond`` (both branches run on every frame:
@@ -57,13 +63,14 @@ def sweep_frame_step(
     """
     if mode not in MODES:
         raise ValueError(f"sweep mode must be one of {MODES}, got {mode!r}")
-    shared = frame.shape[0] == 1  # one stream: broadcast instead of gathering K copies
+    shared = frame.shape[0] == 1 and not aligned  # one stream: broadcast instead of gathering K copies
+    valid_k = member_valid(mp, valid, aligned)
     if shared:
         f_axis, f, y, w = None, frame[0], label[0], region[0]
-        valid_k = jnp.broadcast_to(valid[0], mp.stream.shape)
+    elif aligned:
+        f_axis, f, y, w = 0, frame, label, region
     else:
         f_axis, f, y, w = 0, frame[mp.stream], label[mp.stream], region[mp.stream]
-        valid_k = valid[mp.stream]
     axes = (0, 0, f_axis, f_axis, f_axis, 0)
 
     def vstep(branch: str) -> Callable[[OnlineState], Any]:
@@ -86,44 +93,73 @@ def sweep_frame_step(
     return state, {k: v for k, v in stats.items() if k != "pred"}
 
 
+def member_valid(mp: MemberParams, valid: jnp.ndarray, aligned: bool = False) -> jnp.ndarray:
+    """bool ``[K]``: whether member k has a frame at this tick (``valid``: bool ``[S]``, one per stream)."""
+    if aligned:
+        return valid
+    if valid.shape[0] == 1:
+        return jnp.broadcast_to(valid[0], mp.stream.shape)
+    return valid[mp.stream]
+
+
 def sweep_chunk(
     cfg: StudentConfig,
     mp: MemberParams,
-    state: OnlineState,
+    state: Any,
     frames: jnp.ndarray,
     labels: jnp.ndarray,
     regions: jnp.ndarray,
     valid: jnp.ndarray,
     mode: str = "gated",
-) -> tuple[OnlineState, dict[str, jnp.ndarray]]:
+    coupling: Callable[..., Any] | None = None,
+    aligned: bool = False,
+) -> tuple[Any, dict[str, jnp.ndarray]]:
     """``lax.scan`` of :func:`sweep_frame_step` over a chunk.
 
     Args:
+      state: the ``[K]``-stacked online states, or with a ``coupling`` the state it carries (a fleet's
+        :class:`~jitnet_jax.fleet.schedule.FleetState`).
       frames: uint8 ``[S, T, H, W, 3]``; labels ``[S, T, H, W]``; regions ``[S, T, H, W]``;
         valid bool ``[S, T]``.
+      coupling: optional ``coupling(step, state, valid_k) -> (state, stats)`` around every frame's step of
+        the members (``step(members) -> (members, stats)``; ``valid_k`` bool ``[K]``).
+      aligned: S = K and member k reads stream k (see :func:`sweep_frame_step`).
     Returns:
       ``(state, stats)`` with stats ``[K, T, ...]``.
     """
 
-    def body(s: OnlineState, x: tuple[jnp.ndarray, ...]) -> Any:
-        return sweep_frame_step(cfg, mp, s, *x, mode=mode)
+    def body(s: Any, x: tuple[jnp.ndarray, ...]) -> Any:
+        def step(members: OnlineState) -> Any:
+            return sweep_frame_step(cfg, mp, members, *x, mode=mode, aligned=aligned)
+
+        if coupling is None:
+            return step(s)
+        return coupling(step, s, member_valid(mp, x[3], aligned))
 
     xs = tuple(jnp.swapaxes(a, 0, 1) for a in (frames, labels, regions, valid))
     state, stats = jax.lax.scan(body, state, xs)
     return state, {k: jnp.swapaxes(v, 0, 1) for k, v in stats.items()}
 
 
-def make_sweep_chunk(cfg: StudentConfig, mode: str = "gated", mesh: Any = None) -> Callable[..., Any]:
+def make_sweep_chunk(
+    cfg: StudentConfig,
+    mode: str = "gated",
+    mesh: Any = None,
+    coupling: Callable[..., Any] | None = None,
+    aligned: bool = False,
+) -> Callable[..., Any]:
     """``sweep_chunk`` jitted with the state donated: ``fn(mp, state, frames, labels, regions, valid)``.
 
     With a ``mesh`` and ``mode="map"`` the chunk is a ``shard_map``: each device runs ``lax.map`` over its
     own members (members never interact in that mode, so there is no communication at all). The vmapped
-    modes are partitioned by GSPMD from the inputs' shardings (``any(is_teacher)`` becomes an
-    all-reduce).
+    modes, and every mode with a ``coupling`` (which looks across members), are partitioned by GSPMD from
+    the inputs' shardings (``any(is_teacher)`` and the coupling's top-k become collectives). With
+    ``aligned`` (one stream per member) the frames are split over the member axis like the members, so
+    each device (and each host) holds only its own members' frames.
     """
 
-    def fn(mp: MemberParams, state: OnlineState, frames: Any, labels: Any, regions: Any, valid: Any) -> Any:
-        return sweep_chunk(cfg, mp, state, frames, labels, regions, valid, mode)
+    def fn(mp: MemberParams, state: Any, frames: Any, labels: Any, regions: Any, valid: Any) -> Any:
+        return sweep_chunk(cfg, mp, state, frames, labels, regions, valid, mode, coupling, aligned)
 
     if mesh is None:
         return jax.jit(fn, donate_argnums=1)
@@ -131,6 +167,10 @@ def make_sweep_chunk(cfg: StudentConfig, mode: str = "gated", mesh: Any = None) 
 
     from jitnet_jax.online.sharding import MEMBER_AXIS, member_sharding, replicated_sharding
 
+    if aligned or coupling is not None:
+        ms = member_sharding(mesh)
+        fs = ms if aligned else replicated_sharding(mesh)
+        return jax.jit(fn, donate_argnums=1, in_shardings=(ms, ms, fs, fs, fs, fs), out_shardings=(ms, ms))
     if mode == "map":
         fn = jax.shard_map(
             fn,

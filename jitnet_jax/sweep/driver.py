@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jitnet_jax.config import OnlineConfig
@@ -28,7 +29,14 @@ from jitnet_jax.data.prefetch import prefetch
 from jitnet_jax.data.types import Chunk, StreamSource
 from jitnet_jax.eval.summary import summarize_run
 from jitnet_jax.online.engine import OnlineState
-from jitnet_jax.online.pipeline import ChunkPipeline, Progress, Synced, device_chunks
+from jitnet_jax.online.pipeline import (
+    Checkpointing,
+    ChunkPipeline,
+    Progress,
+    Synced,
+    device_chunks,
+    read_host,
+)
 from jitnet_jax.online.rows import PerFrameBuffer, chunk_per_frame
 from jitnet_jax.online.runner import StreamResult
 from jitnet_jax.student.metrics import iou_from_counts
@@ -49,6 +57,7 @@ class SweepResult:
       wall_s: seconds running the compiled chunks (all members together, compilation excluded).
       compile_s: seconds compiling.
       memory: the memory estimate checked before compiling.
+      stopped: the run was stopped (``should_stop``) before its end; ``state`` is where it stopped.
     """
 
     members: list[Member]
@@ -57,26 +66,56 @@ class SweepResult:
     wall_s: float
     compile_s: float
     memory: MemoryEstimate
+    stopped: bool = False
 
     def member_result(self, k: int) -> StreamResult:
         """Member ``k`` as a :class:`~jitnet_jax.online.runner.StreamResult` (``wall_s``/``compile_s`` are the
         sweep's divided by K: the amortised cost of one configuration)."""
         n = len(self.members)
         return StreamResult(
-            member_state(self.state, k), self.per_frame[k], self.wall_s / n, self.compile_s / n
+            member_state(getattr(self.state, "cameras", self.state), k),
+            self.per_frame[k],
+            self.wall_s / n,
+            self.compile_s / n,
         )
 
 
-def _lockstep(sources: Sequence[StreamSource], chunk_size: int, total: int) -> Any:
-    """Chunks of all sources in lockstep, stacked on a leading stream axis; a source that has ended
-    (or is past ``total``) contributes padding (``valid=False``, arrays shaped and typed like the
-    others' chunks)."""
-    iters = [iter(s.chunks(chunk_size, 0)) for s in sources]
+def _lockstep(
+    sources: Sequence[StreamSource],
+    chunk_size: int,
+    total: int,
+    start: int = 0,
+    read: Sequence[bool] | None = None,
+) -> Any:
+    """Chunks of all sources in lockstep from frame ``start``, stacked on a leading stream axis; a source
+    that has ended (or is past ``total``), or that this process does not read (``read[i]`` False: another
+    host's camera), contributes padding (``valid=False``, arrays shaped and typed like the others' chunks)."""
+    read = [True] * len(sources) if read is None else list(read)
+    iters = [iter(s.chunks(chunk_size, start)) if r else iter(()) for s, r in zip(sources, read)]
     blank: Chunk | None = None
-    for start in range(0, total, chunk_size):
+    if not any(read):
+        info = sources[0].info
+        h, w = info.height, info.width
+        blank = Chunk(
+            np.zeros((chunk_size, h, w, 3), np.uint8),
+            np.zeros((chunk_size, h, w), np.uint8),
+            np.zeros((chunk_size, h, w), np.uint8),
+            np.zeros(chunk_size, bool),
+            0,
+        )
+    for start in range(start, total, chunk_size):
         got = [next(it, None) for it in iters]
         if blank is None:
-            real = next(c for c in got if c is not None)
+            real = next((c for c in got if c is not None), None)
+            if real is None:  # every source this process reads has ended before the others
+                info = sources[0].info
+                real = Chunk(
+                    np.zeros((chunk_size, info.height, info.width, 3), np.uint8),
+                    np.zeros((chunk_size, info.height, info.width), np.uint8),
+                    np.zeros((chunk_size, info.height, info.width), np.uint8),
+                    np.zeros(chunk_size, bool),
+                    0,
+                )
             blank = Chunk(
                 np.zeros_like(real.frames),
                 np.zeros_like(real.labels),
@@ -103,6 +142,16 @@ def run_sweep(
     memory_budget: int | None = None,
     progress: bool = True,
     prefetch_depth: int = 2,
+    class_masks: Any = None,
+    coupling: Any = None,
+    wrap_state: Callable[[OnlineState], Any] | None = None,
+    aligned: bool = False,
+    state: Any = None,
+    per_frame: Sequence[dict[str, np.ndarray]] | None = None,
+    checkpointer: Checkpointing | None = None,
+    checkpoint_rows: Callable[[list[dict[str, np.ndarray]]], dict[str, np.ndarray]] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    desc: str | None = None,
 ) -> SweepResult:
     """Run every member over its stream in one compiled program.
 
@@ -119,6 +168,17 @@ def run_sweep(
         its devices (see :mod:`jitnet_jax.online.sharding`); K must be a multiple of its size.
       memory_budget: bytes for :func:`check_memory` (default 80% of the memory available per device: host
         memory on CPU, device memory on GPU/TPU, members split over the mesh).
+      class_masks: optional bool ``[K, C]``: member k's loss, check and prediction see only its classes
+        (a fleet camera's own class groups, :class:`~jitnet_jax.online.engine.Knobs`).
+      coupling, wrap_state: a per-frame hook across members and the state it carries
+        (``wrap_state(stacked online states)``; see :func:`~jitnet_jax.sweep.compiled.sweep_chunk`): the
+        fleet's teacher budget.
+      aligned: one stream per member (member k reads ``sources[k]``); with a mesh the frames are split over
+        the member axis and each process reads only the streams of the members it holds.
+      state, per_frame: resume: the carried state after frame ``start = state.cursor`` (as saved by a
+        checkpointer) and every member's rows before it.
+      checkpointer, checkpoint_rows, should_stop: as :class:`~jitnet_jax.online.pipeline.ChunkPipeline`'s
+        (``checkpoint_rows(rows of every member)`` is the one dict a checkpoint stores).
     """
     base.validate()
     if mode not in MODES:
@@ -145,7 +205,19 @@ def run_sweep(
     totals = [min(s.info.num_frames, total) for s in sources]
 
     mp = member_params(members)
-    state = init_sweep_state(base, members, (h, w))
+    if class_masks is not None:
+        masks = np.asarray(class_masks, bool)
+        if masks.shape != (k_members, info.num_classes):
+            raise ValueError(f"class masks are {masks.shape}, expected ({k_members}, {info.num_classes})")
+        mp = mp.replace(knobs=mp.knobs.replace(class_mask=jnp.asarray(masks)))
+    if aligned and len(sources) != k_members:
+        raise ValueError(f"aligned: {len(sources)} streams for {k_members} members (one each)")
+    start = 0
+    if state is None:
+        state = init_sweep_state(base, members, (h, w))
+        state = wrap_state(state) if wrap_state is not None else state
+    else:
+        start = int(np.max(read_host(state.cursor)))
     put_members = put_shared = lambda x: x  # noqa: E731
     if mesh is not None:
         from jitnet_jax.online.sharding import replicate, shard_members
@@ -158,6 +230,13 @@ def run_sweep(
         put_shared = lambda x: replicate(x, mesh)  # noqa: E731
     mp, state = put_members(mp), put_members(state)
     s_n = len(sources)
+    read = None
+    if mesh is not None and aligned:  # each process reads only the streams of the members it holds
+        from jitnet_jax.online.sharding import member_sharding
+
+        held = member_sharding(mesh).addressable_devices_indices_map((k_members,))
+        mine = {i for idx in held.values() for i in range(k_members)[idx[0]]}
+        read = [i in mine for i in range(k_members)]
     abstract = (
         jax.ShapeDtypeStruct((s_n, t_chunk, h, w, 3), np.uint8),
         jax.ShapeDtypeStruct((s_n, t_chunk, h, w), np.uint8),
@@ -167,10 +246,15 @@ def run_sweep(
     if mesh is not None:
         from jitnet_jax.online.sharding import replicated_sharding
 
-        rs = replicated_sharding(mesh)
+        from jitnet_jax.online.sharding import member_sharding
+
+        rs = member_sharding(mesh) if aligned else replicated_sharding(mesh)
         abstract = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rs) for a in abstract)
+        if aligned:
+            put_shared = lambda x: shard_members(x, mesh)  # noqa: E731
     t0 = time.perf_counter()
-    compiled = make_sweep_chunk(base.student, mode, mesh).lower(mp, state, *abstract).compile()
+    chunk_fn = make_sweep_chunk(base.student, mode, mesh, coupling=coupling, aligned=aligned)
+    compiled = chunk_fn.lower(mp, state, *abstract).compile()
     compile_s = time.perf_counter() - t0
 
     def stacked(chunks: list[Chunk]) -> tuple[Any, ...]:
@@ -193,15 +277,27 @@ def run_sweep(
         done = max(1, synced.unit.end)
         return {"teacher": f"{100 * teacher_frames[0] / (len(buffers) * done):.1f}%"}
 
-    bar = Progress(total, 0, f"sweep K={k_members}", postfix) if progress else None
+    bar = Progress(total, start, desc or f"sweep K={k_members}", postfix) if progress else None
     c = info.num_classes
-    pipe = ChunkPipeline(state, member_rows, [PerFrameBuffer(c) for _ in members], ahead=1, progress=bar)
+    initial = list(per_frame) if per_frame is not None else [None] * k_members
+    pipe = ChunkPipeline(
+        state,
+        member_rows,
+        [PerFrameBuffer(c, initial[i]) for i in range(k_members)],
+        ahead=1,
+        progress=bar,
+        checkpointer=checkpointer,
+        checkpoint_rows=checkpoint_rows,
+        should_stop=should_stop,
+    )
     wall = 0.0
     try:
         t_first = None
         for chunks, arrays in prefetch(
-            device_chunks(_lockstep(sources, t_chunk, total), stacked), prefetch_depth
+            device_chunks(_lockstep(sources, t_chunk, total, start, read), stacked), prefetch_depth
         ):
+            if pipe.stopped:
+                break
             if t_first is None:
                 t_first = time.perf_counter()
             stats = pipe.step(lambda s, a=arrays: compiled(mp, s, *a))
@@ -215,11 +311,13 @@ def run_sweep(
             bar.close()
     per_frame = pipe.per_frame()
     for i, m in enumerate(members):
+        if pipe.stopped or (read is not None and not read[i]):
+            continue
         if len(per_frame[i]["frame"]) != totals[m.stream]:
             raise RuntimeError(
                 f"member {i} processed {len(per_frame[i]['frame'])} frames, expected {totals[m.stream]}"
             )
-    return SweepResult(members, pipe.state, per_frame, wall, compile_s, memory)
+    return SweepResult(members, pipe.state, per_frame, wall, compile_s, memory, stopped=pipe.stopped)
 
 
 def summarize_sweep(

@@ -1,0 +1,75 @@
+"""A fleet run's report: ``fleet.md`` (one row per camera and the fleet's totals) and the plot of teacher use
+per camera over time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def fleet_markdown(summary: dict[str, Any], command: str | None = None) -> str:
+    """The fleet's summary (:func:`~jitnet_jax.fleet.driver.summarize_fleet`) as a markdown table."""
+    b = summary["budget"]
+    budget = []
+    if b["per_tick"]:
+        budget.append(f"at most {b['per_tick']} teacher frames per tick")
+    if b["fraction"]:
+        budget.append(f"teacher frames at most {100 * b['fraction']:.1f}% of camera-frames (+1 per camera)")
+    lines = [
+        f"# Fleet of {len(summary['cameras'])} cameras, policy `{summary['policy']}`",
+        "",
+        f"Budget: {'; '.join(budget) if budget else 'none (every camera runs Algorithm 1 on its own)'}.",
+        "",
+        "| camera | classes | frames | teacher frames | teacher % | waits | updates | mIoU | speedup (cost model) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in summary["cameras"]:
+        classes = ", ".join(list(c["class_iou"]))
+        lines.append(
+            f"| {c['camera']} | {classes} | {c['frames']} | {c['teacher_frames']} | "
+            f"{100 * c['teacher_fraction']:.1f}% | {c['waits']} | {c['updates']} | {c['miou']:.3f} | "
+            f"{c['speedup_cost_model']:.1f}x |"
+        )
+    lines.append(
+        f"| **fleet** | | {summary['frames']} | {summary['teacher_frames']} | "
+        f"{100 * summary['teacher_fraction']:.1f}% | {summary['waits']} | {summary['updates']} | "
+        f"{summary['miou']:.3f} (mean) | {summary['speedup_cost_model']:.1f}x |"
+    )
+    lines += [
+        "",
+        f"Student compute: {summary['wall_s']:.1f} s for {summary['frames']} camera-frames "
+        f"({summary['frames_per_s']:.1f} frames/s), compile {summary['compile_s']:.1f} s.",
+    ]
+    if command:
+        lines += ["", "Command:", "", f"    {command}"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_teacher_use(
+    per_frame: Sequence[dict[str, np.ndarray]], names: Sequence[str], path: str | Path, title: str
+) -> Path:
+    """Cumulative teacher frames of every camera against the frame index (one line per camera)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=120)
+    for pf, name in zip(per_frame, names):
+        ax.plot(pf["frame"], np.cumsum(pf["teacher"]), label=f"{name} ({int(pf['teacher'].sum())})")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("teacher frames so far")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
