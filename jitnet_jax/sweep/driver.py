@@ -103,7 +103,7 @@ def _lockstep(
             np.zeros(chunk_size, bool),
             0,
         )
-    for start in range(start, total, chunk_size):
+    for first in range(start, total, chunk_size):
         got = [next(it, None) for it in iters]
         if blank is None:
             real = next((c for c in got if c is not None), None)
@@ -125,7 +125,7 @@ def _lockstep(
             )
         parts = []
         for c in got:
-            c = blank._replace(start=start) if c is None else c
+            c = blank._replace(start=first) if c is None else c
             over = c.start + np.arange(chunk_size) >= total
             parts.append(c._replace(valid=c.valid & ~over))
         yield parts
@@ -244,9 +244,7 @@ def run_sweep(
         jax.ShapeDtypeStruct((s_n, t_chunk), np.bool_),
     )
     if mesh is not None:
-        from jitnet_jax.online.sharding import replicated_sharding
-
-        from jitnet_jax.online.sharding import member_sharding
+        from jitnet_jax.online.sharding import member_sharding, replicated_sharding
 
         rs = member_sharding(mesh) if aligned else replicated_sharding(mesh)
         abstract = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rs) for a in abstract)
