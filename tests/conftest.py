@@ -53,7 +53,13 @@ LAST = ("test_concat.py", "test_summary.py")
 #: The ``slow`` tests: whole modules, or single tests (``module::name``), that compile a large program of their
 #: own or start processes (each took 3 s or more of a full run, ``--durations``; ``[id]`` names one parameter). ``pytest -m "not slow"``
 #: leaves them out and still runs a test of every module of the package.
-SLOW_MODULES = ("test_sharding.py", "test_multihost.py", "test_resume.py", "test_precompute_beam.py")
+SLOW_MODULES = (
+    "test_sharding.py",
+    "test_multihost.py",
+    "test_resume.py",
+    "test_precompute_beam.py",
+    "test_fleet_devices.py",
+)
 SLOW_TESTS = (
     "test_train.py::test_jit_equals_eager",
     "test_train.py::test_overfit_one_real_frame",

@@ -176,9 +176,19 @@ class BudgetCoupling:
     """The sweep's per-frame coupling hook (:func:`~jitnet_jax.sweep.compiled.sweep_chunk`'s ``coupling``) that
     spends a :class:`Budget`: ``coupling(step, state, valid) -> (state, stats)`` with ``state`` a
     :class:`FleetState`, ``step(cameras) -> (cameras, stats)`` the cameras' frame step, ``valid`` bool
-    ``[N]``. Adds the per-frame stat ``deferred`` (bool ``[N]``)."""
+    ``[N]``. Adds the per-frame stat ``deferred`` (bool ``[N]``).
+
+    ``axis_name``: inside a ``shard_map`` over the camera axis (each device holds ``N / D`` cameras), the
+    requests, the validity and the ledger are gathered over that axis, every device decides the same grants
+    for the whole fleet and keeps its own cameras' (so a sharded fleet decides exactly as an unsharded one).
+    """
 
     budget: Budget
+    axis_name: str | None = None
+
+    def over_axis(self, axis_name: str) -> BudgetCoupling:
+        """This coupling inside a ``shard_map`` over ``axis_name``."""
+        return dataclasses.replace(self, axis_name=axis_name)
 
     def __call__(
         self,
@@ -188,7 +198,16 @@ class BudgetCoupling:
     ) -> tuple[FleetState, dict[str, jnp.ndarray]]:
         cams = state.cameras
         requests = jax.vmap(is_teacher_frame)(cams, valid)
-        granted = grant(self.budget, state.ledger, requests, valid)
+        if self.axis_name is None:
+            granted = grant(self.budget, state.ledger, requests, valid)
+        else:  # decide over the whole fleet, keep this device's cameras
+            gather = lambda x: jax.lax.all_gather(x, self.axis_name, tiled=True)  # noqa: E731
+            n_local = requests.shape[0]
+            every = grant(
+                self.budget, jax.tree_util.tree_map(gather, state.ledger), gather(requests), gather(valid)
+            )
+            mine = jax.lax.axis_index(self.axis_name) * n_local + jnp.arange(n_local)
+            granted = every[mine]
         deferred = jnp.logical_and(requests, ~granted)
         if self.budget.schedules:
             cams = cams.replace(next_teacher=jnp.where(deferred, cams.cursor + 1, cams.next_teacher))

@@ -151,9 +151,10 @@ def make_sweep_chunk(
     """``sweep_chunk`` jitted with the state donated: ``fn(mp, state, frames, labels, regions, valid)``.
 
     With a ``mesh`` and ``mode="map"`` the chunk is a ``shard_map``: each device runs ``lax.map`` over its
-    own members (members never interact in that mode, so there is no communication at all). The vmapped
-    modes, and every mode with a ``coupling`` (which looks across members), are partitioned by GSPMD from
-    the inputs' shardings (``any(is_teacher)`` and the coupling's top-k become collectives). With
+    own members (members interact only through a ``coupling``, which then gathers what it decides on over
+    the member axis: :meth:`~jitnet_jax.fleet.schedule.BudgetCoupling.over_axis`), so each member's math is
+    its unsharded math, bit for bit. The vmapped modes are partitioned by GSPMD from the inputs' shardings
+    (``any(is_teacher)`` and a coupling's top-k become collectives). With
     ``aligned`` (one stream per member) the frames are split over the member axis like the members, so
     each device (and each host) holds only its own members' frames.
     """
@@ -167,17 +168,21 @@ def make_sweep_chunk(
 
     from jitnet_jax.online.sharding import MEMBER_AXIS, member_sharding, replicated_sharding
 
-    if aligned or coupling is not None:
-        ms = member_sharding(mesh)
-        fs = ms if aligned else replicated_sharding(mesh)
-        return jax.jit(fn, donate_argnums=1, in_shardings=(ms, ms, fs, fs, fs, fs), out_shardings=(ms, ms))
+    ms, rs = member_sharding(mesh), replicated_sharding(mesh)
+    fs = ms if aligned else rs  # the frames: each device's own streams, or every stream everywhere
     if mode == "map":
+        if coupling is not None:
+            coupling = coupling.over_axis(MEMBER_AXIS)
+
+        def local(mp: MemberParams, state: Any, frames: Any, labels: Any, regions: Any, valid: Any) -> Any:
+            return sweep_chunk(cfg, mp, state, frames, labels, regions, valid, mode, coupling, aligned)
+
+        f_spec = P(MEMBER_AXIS) if aligned else P()
         fn = jax.shard_map(
-            fn,
+            local,
             mesh=mesh,
-            in_specs=(P(MEMBER_AXIS), P(MEMBER_AXIS), P(), P(), P(), P()),
+            in_specs=(P(MEMBER_AXIS), P(MEMBER_AXIS), f_spec, f_spec, f_spec, f_spec),
             out_specs=(P(MEMBER_AXIS), P(MEMBER_AXIS)),
             check_vma=False,
         )
-    ms, rs = member_sharding(mesh), replicated_sharding(mesh)
-    return jax.jit(fn, donate_argnums=1, in_shardings=(ms, ms, rs, rs, rs, rs), out_shardings=(ms, ms))
+    return jax.jit(fn, donate_argnums=1, in_shardings=(ms, ms, fs, fs, fs, fs), out_shardings=(ms, ms))

@@ -88,8 +88,10 @@ def _lockstep(
     read: Sequence[bool] | None = None,
 ) -> Any:
     """Chunks of all sources in lockstep from frame ``start``, stacked on a leading stream axis; a source
-    that has ended (or is past ``total``), or that this process does not read (``read[i]`` False: another
-    host's camera), contributes padding (``valid=False``, arrays shaped and typed like the others' chunks)."""
+    that has ended (or is past ``total``) contributes padding (``valid=False``, arrays shaped and typed like
+    the others' chunks). A source this process does not read (``read[i]`` False: a camera held by another
+    host, whose frames only that host feeds) contributes zeros with its true ``valid`` (from its length), so
+    every host makes every camera's rows from the gathered statistics."""
     read = [True] * len(sources) if read is None else list(read)
     iters = [iter(s.chunks(chunk_size, start)) if r else iter(()) for s, r in zip(sources, read)]
     blank: Chunk | None = None
@@ -124,7 +126,10 @@ def _lockstep(
                 0,
             )
         parts = []
-        for c in got:
+        for i, c in enumerate(got):
+            if not read[i]:
+                n_i = sources[i].info.num_frames
+                c = blank._replace(start=first, valid=first + np.arange(chunk_size) < n_i)
             c = blank._replace(start=first) if c is None else c
             over = c.start + np.arange(chunk_size) >= total
             parts.append(c._replace(valid=c.valid & ~over))
@@ -309,7 +314,7 @@ def run_sweep(
             bar.close()
     per_frame = pipe.per_frame()
     for i, m in enumerate(members):
-        if pipe.stopped or (read is not None and not read[i]):
+        if pipe.stopped:
             continue
         if len(per_frame[i]["frame"]) != totals[m.stream]:
             raise RuntimeError(
