@@ -71,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--starve", type=int, default=64, help="need: a camera waiting this long goes first")
     fl.add_argument("--mode", default="map", choices=["map", "gated", "naive"], help="the compiled form")
     fl.add_argument("--devices", type=int, default=1, help="split the cameras over this many devices")
+    fl.add_argument(
+        "--distributed",
+        action="store_true",
+        help="multi-host: jax.distributed.initialize() (a cluster's settings are detected; else give "
+        "--coordinator, --num-processes, --process-id), the cameras split over every device of every host; each "
+        "host reads only its own cameras; process 0 writes the outputs (no checkpoints)",
+    )
+    fl.add_argument("--coordinator", help="--distributed: HOST:PORT of process 0")
+    fl.add_argument("--num-processes", type=int, help="--distributed: processes in the run")
+    fl.add_argument("--process-id", type=int, help="--distributed: this process's index")
     run = p.add_argument_group("run (as experiments.stream)")
     add_config_flags(run)
     run.add_argument("--init", help="'camvid' (default on real streams), a checkpoint directory, or 'none'")
@@ -88,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.distributed:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices' collectives (only)
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     enable_compile_cache(args.compile_cache)
     keep_freed_memory()
     try:
@@ -149,6 +162,8 @@ def _main(args: argparse.Namespace) -> int:
     budget = Budget(args.policy, args.teacher_per_tick, args.teacher_budget, args.starve).validate()
     fleet = make_fleet(open_cameras(args, cfg))
     out = Path(args.out) if args.out else Path("runs") / f"fleet-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.distributed and jax.process_index() != 0:  # process 0 owns the output folder
+        return _run(args, cfg, fleet, budget, None)
     lock = lock_output(out, "fleet folder")  # noqa: F841  held until return
     return _run(args, cfg, fleet, budget, out)
 
@@ -171,7 +186,28 @@ def _fingerprint(args: argparse.Namespace, cfg: Any, fleet: Any, budget: Any) ->
     return make_fingerprint(cfg, **extra)
 
 
-def _run(args: argparse.Namespace, cfg: Any, fleet: Any, budget: Any, out: Path) -> int:
+def _run(args: argparse.Namespace, cfg: Any, fleet: Any, budget: Any, out: Path | None) -> int:
+    """The run; ``out`` None: a multi-host run's other processes (they compute, process 0 writes)."""
+    if args.distributed:
+        from jitnet_jax.fleet import run_fleet
+        from jitnet_jax.online.sharding import member_mesh
+
+        if args.resume or args.checkpoint_every:
+            raise ValueError("--distributed runs keep no checkpoints (no --resume/--checkpoint-every)")
+        if len(fleet) % jax.device_count():
+            raise ValueError(f"{len(fleet)} cameras do not split evenly over {jax.device_count()} devices")
+        result = run_fleet(
+            fleet,
+            cfg.online,
+            budget,
+            seed=cfg.seed,
+            init=_init(args, cfg, fleet),
+            max_frames=cfg.frames or None,
+            mode=args.mode,
+            mesh=member_mesh(),
+            progress=not args.no_progress and out is not None,
+        )
+        return 0 if out is None else _finish(args, cfg, fleet, result, out)
     from jitnet_jax.fleet import new_fleet_state, run_fleet, split_rows
     from jitnet_jax.fleet.driver import fleet_config
     from jitnet_jax.online.checkpoint import GracefulStop, StreamCheckpointer, check_fingerprint
@@ -191,16 +227,7 @@ def _run(args: argparse.Namespace, cfg: Any, fleet: Any, budget: Any, out: Path)
         )
         return 0
     online = fleet_config(cfg.online, len(fleet.classes))
-    init = None
-    if args.init:
-        from jitnet_jax.student.pretrained import load_student_for_classes, resolve_init
-
-        path = resolve_init(args.init)
-
-        def init(key: jax.Array) -> tuple[Any, Any]:
-            params, stats, _ = load_student_for_classes(path, online.student.model, fleet.classes, key)
-            return params, stats
-
+    init = _init(args, cfg, fleet)
     state = new_fleet_state(fleet, online, cfg.seed, init)
     per_frame = None
     ckpt = StreamCheckpointer(
@@ -257,6 +284,23 @@ def _run(args: argparse.Namespace, cfg: Any, fleet: Any, budget: Any, out: Path)
         ckpt.save(result.result.state, checkpoint_rows(fleet)(result.result.per_frame))
     ckpt.close()
     return _finish(args, cfg, fleet, result, out)
+
+
+def _init(args: argparse.Namespace, cfg: Any, fleet: Any) -> Any:
+    """``init(key) -> (params, batch_stats)``: ``--init`` mapped onto the fleet's classes by name (None: random)."""
+    if not args.init:
+        return None
+    from jitnet_jax.fleet.driver import fleet_config
+    from jitnet_jax.student.pretrained import load_student_for_classes, resolve_init
+
+    path = resolve_init(args.init)
+    model = fleet_config(cfg.online, len(fleet.classes)).student.model
+
+    def init(key: jax.Array) -> tuple[Any, Any]:
+        params, stats, _ = load_student_for_classes(path, model, fleet.classes, key)
+        return params, stats
+
+    return init
 
 
 def _finish(args: argparse.Namespace, cfg: Any, fleet: Any, result: Any, out: Path) -> int:
