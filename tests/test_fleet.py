@@ -74,25 +74,22 @@ def test_union_masks_and_label_renumbering():
     assert not np.array_equal(new.labels, raw.labels)
 
 
-def _ledger(last_acc, since):
-    n = len(last_acc)
+def _ledger(drift, since):
+    n = len(drift)
     z = jnp.zeros((n,), jnp.int32)
-    return Ledger(
-        waits=z,
-        since=jnp.asarray(since, jnp.int32),
-        last_acc=jnp.asarray(last_acc, jnp.float32),
-        frames=z,
-        used=z,
-    )
+    acc = jnp.zeros((n,), jnp.float32)
+    drift = jnp.asarray(drift, jnp.float32)
+    return Ledger(waits=z, since=jnp.asarray(since, jnp.int32), last_acc=acc, drift=drift, frames=z, used=z)
 
 
 def test_scheduler_grants_by_policy_within_the_budget():
     req = jnp.asarray([True, True, False, True])
     valid = jnp.ones((4,), bool)
-    led = _ledger([0.9, 0.2, 0.0, 0.5], [3, 10, 50, 1])
+    # need's priority (drift + 0.05) * (since + 1): 0.95 * 4, 0.25 * 11, (not asking), 1.05 * 2
+    led = _ledger([0.9, 0.2, 0.0, 1.0], [3, 10, 50, 1])
     assert grant(Budget(), led, req, valid).tolist() == [True, True, False, True]  # independent: all
-    assert grant(Budget("need", per_tick=1), led, req, valid).tolist() == [False, True, False, False]
-    assert grant(Budget("need", per_tick=2), led, req, valid).tolist() == [False, True, False, True]
+    assert grant(Budget("need", per_tick=1), led, req, valid).tolist() == [True, False, False, False]
+    assert grant(Budget("need", per_tick=2), led, req, valid).tolist() == [True, True, False, False]
     assert grant(Budget("round_robin", per_tick=1), led, req, valid).tolist() == [False, True, False, False]
     starving = _ledger([0.9, 0.2, 0.0, 0.5], [70, 10, 50, 1])  # camera 0 has waited past `starve`
     assert grant(Budget("need", per_tick=1, starve=64), starving, req, valid).tolist() == [

@@ -19,9 +19,12 @@ Policies, when more cameras ask than the budget allows:
 
 * ``independent``: every request is granted (each camera is exactly a single run; the reference);
 * ``round_robin``: the cameras that have gone longest without the teacher first;
-* ``need``: the cameras whose last accuracy check scored lowest first (``1 - acc``: the largest expected
-  gain from a label, Ekya's allocation idea with the check as the estimate), a camera that has waited
-  ``starve`` frames ahead of all others (no camera starves).
+* ``need``: the cameras with the largest expected accuracy loss first: ``(drift + 0.05) * (since + 1)``, where
+  ``drift`` is how often the camera's student had drifted by the time its label came (an average, halving
+  each time, of "the check at the camera's teacher frame failed and it had to train") and ``since`` the frames
+  since its last label: a camera whose scene changes under it earns the teacher quickly, a static one slowly
+  but surely (Ekya's idea, a label where it gains most, with the controller's own check as the estimate).
+  A camera that has gone ``starve`` frames without a label goes ahead of all others.
 Ties go to the lower camera index (``lax.top_k`` is stable).
 """
 
@@ -85,6 +88,8 @@ class Ledger:
       waits: int32, frames on which the camera's teacher request was refused.
       since: int32, the camera's frames since its last teacher frame (or since its start).
       last_acc: float32, the accuracy measured by the camera's last check (0 before the first).
+      drift: float32, the camera's drift rate: the average, halving at each of its teacher frames, of "the
+        check failed (the student trained)" (1 before the first).
       frames: int32, the camera's frames so far.
       used: int32, the camera's teacher frames so far.
     """
@@ -92,6 +97,7 @@ class Ledger:
     waits: jnp.ndarray
     since: jnp.ndarray
     last_acc: jnp.ndarray
+    drift: jnp.ndarray
     frames: jnp.ndarray
     used: jnp.ndarray
 
@@ -115,7 +121,14 @@ def init_ledger(n: int) -> Ledger:
     def zi() -> jnp.ndarray:  # one buffer per leaf: the state is donated
         return jnp.zeros((n,), jnp.int32)
 
-    return Ledger(waits=zi(), since=zi(), last_acc=jnp.zeros((n,), jnp.float32), frames=zi(), used=zi())
+    return Ledger(
+        waits=zi(),
+        since=zi(),
+        last_acc=jnp.zeros((n,), jnp.float32),
+        drift=jnp.ones((n,), jnp.float32),
+        frames=zi(),
+        used=zi(),
+    )
 
 
 def priorities(budget: Budget, ledger: Ledger) -> jnp.ndarray:
@@ -124,7 +137,7 @@ def priorities(budget: Budget, ledger: Ledger) -> jnp.ndarray:
     if budget.policy == "round_robin":
         return since
     starving = (ledger.since >= budget.starve).astype(jnp.float32)
-    return 1.0 - ledger.last_acc + 2.0 * starving
+    return (ledger.drift + 0.05) * (since + 1.0) + 1e6 * starving
 
 
 def allowed_now(budget: Budget, ledger: Ledger, valid: jnp.ndarray) -> jnp.ndarray:
@@ -166,6 +179,7 @@ def record(
         waits=ledger.waits + deferred.astype(jnp.int32),
         since=jnp.where(teacher, 0, ledger.since + step),
         last_acc=jnp.where(measured, stats["acc"], ledger.last_acc),
+        drift=jnp.where(measured, 0.5 * ledger.drift + 0.5 * (stats["updates"] > 0), ledger.drift),
         frames=ledger.frames + step,
         used=ledger.used + teacher.astype(jnp.int32),
     )
