@@ -73,3 +73,66 @@ def plot_teacher_use(
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+#: The per-stream table's columns shown beside the fleet's runs (method -> label).
+TABLE_COLUMNS = {
+    "cv_adam_a0.9_dmax16": "online δ∈[8,16] (single runs)",
+    "cv_adam_a0.9_d16_r16b4": "online δ=16 + replay (single runs)",
+    "hold_d8": "label hold δ8",
+    "flow_d16": "flow δ16",
+}
+
+
+def comparison_markdown(runs: dict[str, dict[str, Any]], table: dict[str, Any] | None = None) -> str:
+    """The fleet's runs (name -> ``fleet.json``) side by side: overall mIoU (mean over cameras), teacher %
+    and cost-model speedup, then teacher frames and mIoU per camera; with the per-stream table's
+    ``table.json`` (``experiments.table``), its :data:`TABLE_COLUMNS` on the same streams beside them."""
+    names = list(runs)
+    cams = [c["camera"] for c in runs[names[0]]["cameras"]]
+    lines = [
+        "| run | policy | budget | mIoU (mean over cameras) | teacher % | waits | speedup (cost model) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n in names:
+        r = runs[n]
+        b = r["budget"]
+        budget = ", ".join(
+            x
+            for x in (
+                f"K={b['per_tick']}" if b["per_tick"] else "",
+                f"F={b['fraction']}" if b["fraction"] else "",
+            )
+            if x
+        )
+        lines.append(
+            f"| {n} | {r['policy']} | {budget or 'none'} | {r['miou']:.3f} | {100 * r['teacher_fraction']:.1f}% | "
+            f"{r['waits']} | {r['speedup_cost_model']:.1f}x |"
+        )
+    streams = (table or {}).get("streams", {})
+    cols = [m for m in TABLE_COLUMNS if all(m in streams.get(c, {}).get("methods", {}) for c in cams)]
+    for m in cols:
+        s = [streams[c]["methods"][m]["summary"] for c in cams]
+        frames = sum(x["frames"] for x in s)
+        teacher = sum(x["teacher_frames"] for x in s)
+        lines.append(
+            f"| {TABLE_COLUMNS[m]} (`{m}`, results/table) | | | {float(np.mean([x['miou'] for x in s])):.3f} | "
+            f"{100 * teacher / frames:.1f}% | | |"
+        )
+    lines += ["", "Teacher frames (and mIoU) per camera:", ""]
+    head = "| run | " + " | ".join(cams) + " |"
+    lines += [head, "|---" * (len(cams) + 1) + "|"]
+    for n in names:
+        by = {c["camera"]: c for c in runs[n]["cameras"]}
+        cells = [
+            f"{by[c]['teacher_frames']} ({100 * by[c]['teacher_fraction']:.1f}%): {by[c]['miou']:.3f}"
+            for c in cams
+        ]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    for m in cols:
+        cells = []
+        for c in cams:
+            x = streams[c]["methods"][m]["summary"]
+            cells.append(f"{x['teacher_frames']} ({100 * x['teacher_fraction']:.1f}%): {x['miou']:.3f}")
+        lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
