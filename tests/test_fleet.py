@@ -74,33 +74,30 @@ def test_union_masks_and_label_renumbering():
     assert not np.array_equal(new.labels, raw.labels)
 
 
-def _ledger(drift, since):
-    n = len(drift)
-    z = jnp.zeros((n,), jnp.int32)
-    acc = jnp.zeros((n,), jnp.float32)
-    drift = jnp.asarray(drift, jnp.float32)
-    return Ledger(waits=z, since=jnp.asarray(since, jnp.int32), last_acc=acc, drift=drift, frames=z, used=z)
+def _ledger(since):
+    z = jnp.zeros((len(since),), jnp.int32)
+    acc = jnp.zeros((len(since),), jnp.float32)
+    return Ledger(waits=z, since=jnp.asarray(since, jnp.int32), last_acc=acc, frames=z, used=z)
 
 
 def test_scheduler_grants_by_policy_within_the_budget():
     req = jnp.asarray([True, True, False, True])
     valid = jnp.ones((4,), bool)
-    # need's priority (drift + 0.05) * (since + 1): 0.95 * 4, 0.25 * 11, (not asking), 1.05 * 2
-    led = _ledger([0.9, 0.2, 0.0, 1.0], [3, 10, 50, 1])
-    assert grant(Budget(), led, req, valid).tolist() == [True, True, False, True]  # independent: all
-    assert grant(Budget("need", per_tick=1), led, req, valid).tolist() == [True, False, False, False]
-    assert grant(Budget("need", per_tick=2), led, req, valid).tolist() == [True, True, False, False]
-    assert grant(Budget("round_robin", per_tick=1), led, req, valid).tolist() == [False, True, False, False]
-    starving = _ledger([0.9, 0.2, 0.0, 0.5], [70, 10, 50, 1])  # camera 0 has waited past `starve`
-    assert grant(Budget("need", per_tick=1, starve=64), starving, req, valid).tolist() == [
-        True,
-        False,
-        False,
-        False,
-    ]
+    delta = jnp.asarray([8, 4, 16, 16], jnp.int32)
+    led = _ledger([12, 10, 50, 16])  # need's priority since / delta: 1.5, 2.5, (not asking), 1.0
+
+    def granted(budget, ledger=led):
+        return grant(budget, ledger, req, valid, delta).tolist()
+
+    assert granted(Budget()) == [True, True, False, True]  # independent: all
+    assert granted(Budget("need", per_tick=1)) == [False, True, False, False]
+    assert granted(Budget("need", per_tick=2)) == [True, True, False, False]
+    assert granted(Budget("round_robin", per_tick=1)) == [False, False, False, True]  # longest unlabelled
+    starving = _ledger([12, 10, 50, 70])  # camera 3 has gone past `starve` unlabelled
+    assert granted(Budget("need", per_tick=1, starve=64), starving) == [False, False, False, True]
     # a running cap: 0.1 of (100 + 4) camera-frames + 4 cameras = 14 frames; 13 used -> one more allowed
     capped = led.replace(frames=jnp.full((4,), 25, jnp.int32), used=jnp.asarray([4, 3, 3, 3], jnp.int32))
-    assert int(grant(Budget("need", fraction=0.1), capped, req, valid).sum()) == 1
+    assert int(grant(Budget("need", fraction=0.1), capped, req, valid, delta).sum()) == 1
     with pytest.raises(ValueError, match="policy 'need' needs a budget"):
         Budget("need").validate()
     with pytest.raises(ValueError, match="policy must be one of"):

@@ -19,12 +19,11 @@ Policies, when more cameras ask than the budget allows:
 
 * ``independent``: every request is granted (each camera is exactly a single run; the reference);
 * ``round_robin``: the cameras that have gone longest without the teacher first;
-* ``need``: the cameras with the largest expected accuracy loss first: ``(drift + 0.05) * (since + 1)``, where
-  ``drift`` is how often the camera's student had drifted by the time its label came (an average, halving
-  each time, of "the check at the camera's teacher frame failed and it had to train") and ``since`` the frames
-  since its last label: a camera whose scene changes under it earns the teacher quickly, a static one slowly
-  but surely (Ekya's idea, a label where it gains most, with the controller's own check as the estimate).
-  A camera that has gone ``starve`` frames without a label goes ahead of all others.
+* ``need``: the most overdue cameras first: ``since / delta``, the frames since the camera's last label over
+  the stride its own controller wants now. Algorithm 1 halves ``delta`` when the student fails its check
+  (it needs labels) and doubles it when it passes, so a camera whose scene changes under it becomes overdue
+  fast and a static one slowly but surely: the budget is shared in proportion to what each controller asks
+  (earliest deadline first). A camera that has gone ``starve`` frames without a label goes ahead of all.
 Ties go to the lower camera index (``lax.top_k`` is stable).
 """
 
@@ -88,8 +87,6 @@ class Ledger:
       waits: int32, frames on which the camera's teacher request was refused.
       since: int32, the camera's frames since its last teacher frame (or since its start).
       last_acc: float32, the accuracy measured by the camera's last check (0 before the first).
-      drift: float32, the camera's drift rate: the average, halving at each of its teacher frames, of "the
-        check failed (the student trained)" (1 before the first).
       frames: int32, the camera's frames so far.
       used: int32, the camera's teacher frames so far.
     """
@@ -97,7 +94,6 @@ class Ledger:
     waits: jnp.ndarray
     since: jnp.ndarray
     last_acc: jnp.ndarray
-    drift: jnp.ndarray
     frames: jnp.ndarray
     used: jnp.ndarray
 
@@ -125,19 +121,19 @@ def init_ledger(n: int) -> Ledger:
         waits=zi(),
         since=zi(),
         last_acc=jnp.zeros((n,), jnp.float32),
-        drift=jnp.ones((n,), jnp.float32),
         frames=zi(),
         used=zi(),
     )
 
 
-def priorities(budget: Budget, ledger: Ledger) -> jnp.ndarray:
-    """float32 ``[N]``: the policy's priority of each camera (higher goes first)."""
+def priorities(budget: Budget, ledger: Ledger, delta: jnp.ndarray) -> jnp.ndarray:
+    """float32 ``[N]``: the policy's priority of each camera (higher goes first); ``delta``: int32 ``[N]``,
+    each camera's current stride."""
     since = ledger.since.astype(jnp.float32)
     if budget.policy == "round_robin":
         return since
     starving = (ledger.since >= budget.starve).astype(jnp.float32)
-    return (ledger.drift + 0.05) * (since + 1.0) + 1e6 * starving
+    return since / jnp.maximum(delta, 1).astype(jnp.float32) + 1e6 * starving
 
 
 def allowed_now(budget: Budget, ledger: Ledger, valid: jnp.ndarray) -> jnp.ndarray:
@@ -151,18 +147,21 @@ def allowed_now(budget: Budget, ledger: Ledger, valid: jnp.ndarray) -> jnp.ndarr
     return allowed
 
 
-def grant(budget: Budget, ledger: Ledger, requests: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
+def grant(
+    budget: Budget, ledger: Ledger, requests: jnp.ndarray, valid: jnp.ndarray, delta: jnp.ndarray
+) -> jnp.ndarray:
     """bool ``[N]``: the requests granted at this tick (all of them under ``independent``).
 
     Args:
       requests: bool ``[N]``, cameras whose controller asks for the teacher at this frame.
       valid: bool ``[N]``, cameras with a frame at this tick.
+      delta: int32 ``[N]``, each camera's current stride (``need``).
     """
     if not budget.schedules:
         return requests
     n = requests.shape[0]
     k = min(budget.per_tick, n) if budget.per_tick else n
-    score = jnp.where(requests, priorities(budget, ledger), -jnp.inf)
+    score = jnp.where(requests, priorities(budget, ledger, delta), -jnp.inf)
     _, idx = jax.lax.top_k(score, k)
     chosen = jnp.zeros((n,), bool).at[idx].set(jnp.arange(k) < allowed_now(budget, ledger, valid))
     return jnp.logical_and(requests, chosen)
@@ -179,7 +178,6 @@ def record(
         waits=ledger.waits + deferred.astype(jnp.int32),
         since=jnp.where(teacher, 0, ledger.since + step),
         last_acc=jnp.where(measured, stats["acc"], ledger.last_acc),
-        drift=jnp.where(measured, 0.5 * ledger.drift + 0.5 * (stats["updates"] > 0), ledger.drift),
         frames=ledger.frames + step,
         used=ledger.used + teacher.astype(jnp.int32),
     )
@@ -213,12 +211,16 @@ class BudgetCoupling:
         cams = state.cameras
         requests = jax.vmap(is_teacher_frame)(cams, valid)
         if self.axis_name is None:
-            granted = grant(self.budget, state.ledger, requests, valid)
+            granted = grant(self.budget, state.ledger, requests, valid, cams.delta)
         else:  # decide over the whole fleet, keep this device's cameras
             gather = lambda x: jax.lax.all_gather(x, self.axis_name, tiled=True)  # noqa: E731
             n_local = requests.shape[0]
             every = grant(
-                self.budget, jax.tree_util.tree_map(gather, state.ledger), gather(requests), gather(valid)
+                self.budget,
+                jax.tree_util.tree_map(gather, state.ledger),
+                gather(requests),
+                gather(valid),
+                gather(cams.delta),
             )
             mine = jax.lax.axis_index(self.axis_name) * n_local + jnp.arange(n_local)
             granted = every[mine]
