@@ -8,10 +8,19 @@ trains cost one batched forward pass; on teacher frames only the members whose f
 others are masked, ``frame_step(branch="masked")``) and the loop runs ``max_k(updates_k)`` iterations.
 ``mode="naive"`` compiles the plain ``vmap(frame_step)`` for comparison (``experiments/bench_sweep.py``).
 
-**Exactness.** ``mode="map"`` runs the members one after the other (``lax.map`` of ``frame_step``) inside
-the same program and is bit-identical to separate runs. The vmapped modes batch the members'
-convolutions, which round differently; online training amplifies that, so they match separate runs in
-teacher frames and update counts and in mIoU within a tolerance.
+**Members one after the other.** ``mode="map"`` runs each member's whole chunk in turn (``lax.map``
+over members of the chunk's ``lax.scan`` of ``frame_step``): a member's state is sliced out of the
+stacked state once per chunk, not once per frame. ``mode="lockstep"`` keeps the frames outermost (one
+frame for every member before the next frame: what a program whose members are coupled per frame
+needs): per frame a ``fori_loop`` over members reads member k's state from the stacked carry and writes
+it back in place (``dynamic_update_slice``), and on a frame where member k does not train only the
+leaves that change (its counters, a delayed teacher's pending label) are written, not its student.
+Both run the members' own convolutions, unbatched (on XLA:CPU a ``vmap`` over per-member weights
+is a grouped convolution, slower than K single ones; docs/performance.md "Sweeps on CPU").
+
+**Exactness.** ``map`` and ``lockstep`` are bit-identical to separate runs. The vmapped modes batch the
+members' convolutions, which round differently; online training amplifies that, so they match separate
+runs in teacher frames and update counts and in mIoU within a tolerance.
 """
 
 from __future__ import annotations
@@ -23,10 +32,13 @@ import jax
 import jax.numpy as jnp
 
 from jitnet_jax.config import StudentConfig
-from jitnet_jax.online.engine import OnlineState, frame_step, trains_now
+from jitnet_jax.online.engine import OnlineState, frame_step, run_chunk, trains_now
 from jitnet_jax.sweep.members import MemberParams
 
-MODES = ("gated", "naive", "map")
+MODES = ("gated", "naive", "map", "lockstep")
+
+#: Stats a sweep returns per member and frame (``frame_step``'s, without the prediction).
+STAT_KEYS = ("teacher", "updates", "delta", "acc", "confusion")
 
 
 def sweep_frame_step(
@@ -48,15 +60,17 @@ def sweep_frame_step(
       mode: ``"gated"``: ``vmap`` over members, ``any(is_teacher)`` decided outside the vmap (one
         batched forward pass on frames where no member trains; on teacher frames the idle members are
         masked). ``"naive"``: ``vmap`` of the per-member ``lax.cond`` (both branches run on every frame:
-        the baseline the gating is measured against). ``"map"``: ``lax.map`` over members inside the
-        same program, a real ``lax.cond`` per member (no vectorisation across members, no wasted
-        passes; bit-identical to separate runs).
+        the baseline the gating is measured against). ``"lockstep"`` (and ``"map"``, which for one
+        frame is the same): the members in turn, each a real ``lax.cond``, their states updated in place
+        (:func:`lockstep_frame_step`; bit-identical to separate runs).
     Returns:
       ``(state, stats)``; stats each ``[K, ...]``: ``teacher``, ``updates``, ``delta``, ``acc``,
       ``confusion`` int32 ``[K, C, C]``.
     """
     if mode not in MODES:
         raise ValueError(f"sweep mode must be one of {MODES}, got {mode!r}")
+    if mode in ("map", "lockstep"):
+        return lockstep_frame_step(cfg, mp, state, frame, label, region, valid)
     shared = frame.shape[0] == 1  # one stream: broadcast instead of gathering K copies
     if shared:
         f_axis, f, y, w = None, frame[0], label[0], region[0]
@@ -73,17 +87,109 @@ def sweep_frame_step(
     if mode == "gated":
         any_teacher = jnp.any(jax.vmap(trains_now)(state, valid_k))
         state, stats = jax.lax.cond(any_teacher, vstep("masked"), vstep("student"), state)
-    elif mode == "naive":
-        state, stats = vstep("cond")(state)
     else:
-
-        def mapped(x: tuple[Any, ...]) -> Any:
-            knobs, st, v = x[:3]
-            fr, lb, wt = (f, y, w) if shared else x[3:]
-            return frame_step(cfg, knobs, st, fr, lb, wt, v)
-
-        state, stats = jax.lax.map(mapped, (mp.knobs, state, valid_k) + (() if shared else (f, y, w)))
+        state, stats = vstep("cond")(state)
     return state, {k: v for k, v in stats.items() if k != "pred"}
+
+
+def _member(tree: Any, k: jnp.ndarray) -> Any:
+    """Member ``k`` (traced int) of a ``[K]``-stacked pytree (a ``dynamic_slice`` per leaf)."""
+    return jax.tree_util.tree_map(lambda x: jax.lax.dynamic_index_in_dim(x, k, keepdims=False), tree)
+
+
+def _put_member(tree: Any, k: jnp.ndarray, value: Any) -> Any:
+    """``tree`` with member ``k`` replaced by ``value`` (a ``dynamic_update_slice`` per leaf: in place when
+    ``tree`` is a loop carry)."""
+    return jax.tree_util.tree_map(lambda x, v: jax.lax.dynamic_update_index_in_dim(x, v, k, 0), tree, value)
+
+
+def lockstep_frame_step(
+    cfg: StudentConfig,
+    mp: MemberParams,
+    state: OnlineState,
+    frame: jnp.ndarray,
+    label: jnp.ndarray,
+    region: jnp.ndarray,
+    valid: jnp.ndarray,
+) -> tuple[OnlineState, dict[str, jnp.ndarray]]:
+    """One frame for all K members, one member after the other (``fori_loop``), in place.
+
+    Member k's state is read from the stacked ``state`` (a ``dynamic_slice`` per leaf) and its
+    :func:`~jitnet_jax.online.engine.frame_step` runs unbatched, so the result is bit-identical to a
+    separate run. When member k trains at this frame (``trains_now``) its whole new state is written back
+    (``dynamic_update_slice`` into the loop carry, in place); otherwise only the student predicts and only
+    the leaves outside the student and the replay buffer (counters, a delayed teacher's pending label)
+    are written, so a frame where nobody trains copies no member's parameters or optimiser state.
+
+    Args:
+      mp, state: ``[K]``-stacked member settings and states.
+      frame: uint8 ``[S, H, W, 3]``; label ``[S, H, W]``; region ``[S, H, W]``; valid bool ``[S]``.
+    Returns:
+      ``(state, stats)``: stats each ``[K, ...]`` (:data:`STAT_KEYS`).
+    """
+    n = mp.stream.shape[0]
+
+    def one(k: jnp.ndarray, carry: tuple[OnlineState, dict[str, jnp.ndarray]]) -> Any:
+        states, stats = carry
+        st = mp.stream[k]
+        x = tuple(jax.lax.dynamic_index_in_dim(a, st, keepdims=False) for a in (frame, label, region, valid))
+        knobs = _member(mp.knobs, k)
+
+        def train(states: OnlineState) -> tuple[OnlineState, dict[str, jnp.ndarray]]:
+            s, out = frame_step(cfg, knobs, _member(states, k), *x, branch="cond")
+            return _put_member(states, k, s), out
+
+        def predict_only(states: OnlineState) -> tuple[OnlineState, dict[str, jnp.ndarray]]:
+            s, out = frame_step(cfg, knobs, _member(states, k), *x, branch="student")
+            rest = states.replace(student=None, replay=None)
+            rest = _put_member(rest, k, s.replace(student=None, replay=None))
+            return rest.replace(student=states.student, replay=states.replay), out
+
+        trains = trains_now(_member(states.replace(student=None, replay=None), k), x[3])
+        states, out = jax.lax.cond(trains, train, predict_only, states)
+        stats = _put_member(stats, k, {key: out[key] for key in STAT_KEYS})
+        return states, stats
+
+    c = cfg.model.num_classes
+    stats0 = {
+        "teacher": jnp.zeros((n,), jnp.bool_),
+        "updates": jnp.zeros((n,), jnp.int32),
+        "delta": jnp.zeros((n,), jnp.int32),
+        "acc": jnp.zeros((n,), jnp.float32),
+        "confusion": jnp.zeros((n, c, c), jnp.int32),
+    }
+    return jax.lax.fori_loop(0, n, one, (state, stats0))
+
+
+def member_chunks(
+    cfg: StudentConfig,
+    mp: MemberParams,
+    state: OnlineState,
+    frames: jnp.ndarray,
+    labels: jnp.ndarray,
+    regions: jnp.ndarray,
+    valid: jnp.ndarray,
+) -> tuple[OnlineState, dict[str, jnp.ndarray]]:
+    """The chunk for every member, one member after the other: ``lax.map`` over members of
+    :func:`~jitnet_jax.online.engine.run_chunk` (the single run's scan). Each member's state is sliced
+    out and written back once per chunk; its frames are indexed from the shared chunk (no ``[K]`` copy of
+    the frames). Members must be independent (no per-frame coupling; see :func:`lockstep_frame_step`).
+
+    Args:
+      frames: uint8 ``[S, T, H, W, 3]``; labels ``[S, T, H, W]``; regions ``[S, T, H, W]``;
+        valid bool ``[S, T]``.
+    Returns:
+      ``(state, stats)`` with stats ``[K, T, ...]``.
+    """
+
+    def one(x: tuple[Any, Any, jnp.ndarray]) -> Any:
+        knobs, s, st = x
+        xs = tuple(
+            jax.lax.dynamic_index_in_dim(a, st, keepdims=False) for a in (frames, labels, regions, valid)
+        )
+        return run_chunk(cfg, knobs, s, *xs)
+
+    return jax.lax.map(one, (mp.knobs, state, mp.stream))
 
 
 def sweep_chunk(
@@ -96,7 +202,8 @@ def sweep_chunk(
     valid: jnp.ndarray,
     mode: str = "gated",
 ) -> tuple[OnlineState, dict[str, jnp.ndarray]]:
-    """``lax.scan`` of :func:`sweep_frame_step` over a chunk.
+    """The chunk for all K members: ``lax.scan`` of :func:`sweep_frame_step` over the frames, except
+    ``mode="map"`` (:func:`member_chunks`: the members outermost, each scanning the chunk).
 
     Args:
       frames: uint8 ``[S, T, H, W, 3]``; labels ``[S, T, H, W]``; regions ``[S, T, H, W]``;
@@ -104,6 +211,9 @@ def sweep_chunk(
     Returns:
       ``(state, stats)`` with stats ``[K, T, ...]``.
     """
+
+    if mode == "map":
+        return member_chunks(cfg, mp, state, frames, labels, regions, valid)
 
     def body(s: OnlineState, x: tuple[jnp.ndarray, ...]) -> Any:
         return sweep_frame_step(cfg, mp, s, *x, mode=mode)
@@ -116,8 +226,8 @@ def sweep_chunk(
 def make_sweep_chunk(cfg: StudentConfig, mode: str = "gated", mesh: Any = None) -> Callable[..., Any]:
     """``sweep_chunk`` jitted with the state donated: ``fn(mp, state, frames, labels, regions, valid)``.
 
-    With a ``mesh`` and ``mode="map"`` the chunk is a ``shard_map``: each device runs ``lax.map`` over its
-    own members (members never interact in that mode, so there is no communication at all). The vmapped
+    With a ``mesh`` and ``mode="map"`` or ``"lockstep"`` the chunk is a ``shard_map``: each device runs its
+    own members in turn (members never interact in those modes, so there is no communication at all). The vmapped
     modes are partitioned by GSPMD from the inputs' shardings (``any(is_teacher)`` becomes an
     all-reduce).
     """
@@ -131,7 +241,7 @@ def make_sweep_chunk(cfg: StudentConfig, mode: str = "gated", mesh: Any = None) 
 
     from jitnet_jax.online.sharding import MEMBER_AXIS, member_sharding, replicated_sharding
 
-    if mode == "map":
+    if mode in ("map", "lockstep"):
         fn = jax.shard_map(
             fn,
             mesh=mesh,
