@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--chunk-size", type=int, default=16)
     p.add_argument("--u-max", type=int, default=8)
-    p.add_argument("--modes", default="map,gated", help="compiled forms of the fleet: map, gated, naive")
+    p.add_argument(
+        "--modes", default="lockstep,gated", help="compiled forms of the fleet: lockstep, gated, naive"
+    )
     p.add_argument("--policy", default="independent", choices=["independent", "round_robin", "need"])
     p.add_argument("--teacher-per-tick", type=int, default=0)
     p.add_argument("--json", help="also write the numbers to this file")

@@ -69,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--teacher-budget", type=float, default=0.0, metavar="F", help="at most F of all camera-frames"
     )
     fl.add_argument("--starve", type=int, default=64, help="need: a camera waiting this long goes first")
-    fl.add_argument("--mode", default="map", choices=["map", "gated", "naive"], help="the compiled form")
+    fl.add_argument(
+        "--mode",
+        default="lockstep",
+        choices=["lockstep", "gated", "naive"],
+        help="the compiled form (lockstep: cameras in turn, exact; gated: vmapped, for accelerators)",
+    )
     fl.add_argument("--devices", type=int, default=1, help="split the cameras over this many devices")
     fl.add_argument(
         "--distributed",

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("sweep")
     g.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...", help="a sweep axis")
     g.add_argument("--grid-file", help='JSON {"name": [values], ...} of sweep axes')
-    g.add_argument("--mode", default="gated", choices=["gated", "naive", "map"])
+    g.add_argument("--mode", default="gated", choices=["gated", "naive", "map", "lockstep"])
     g.add_argument("--devices", type=int, default=1, help="shard the configurations over this many devices")
     add_compile_cache_flag(g)
     g.add_argument("--slice", default=None, help="'auto' (this host's share, multi-host) or 'i/n'")

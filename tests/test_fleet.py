@@ -111,8 +111,8 @@ def fleet_runs():
     c = DropClass(SyntheticStream(num_frames=32, height=H, width=W, seed=2))
     fleet = make_fleet([a, b, c])
     cfg = _cfg(len(fleet.classes))
-    indep = run_fleet(fleet, cfg, Budget(), seed=0, mode="map", progress=False)
-    need = run_fleet(fleet, cfg, Budget("need", per_tick=1), seed=0, mode="map", progress=False)
+    indep = run_fleet(fleet, cfg, Budget(), seed=0, mode="lockstep", progress=False)
+    need = run_fleet(fleet, cfg, Budget("need", per_tick=1), seed=0, mode="lockstep", progress=False)
     return fleet, cfg, (a, b, c), indep, need
 
 
@@ -167,7 +167,7 @@ def test_a_stopped_fleet_resumes_from_its_checkpoint_bit_exact(fleet_runs, tmp_p
         cfg,
         budget,
         seed=0,
-        mode="map",
+        mode="lockstep",
         progress=False,
         checkpointer=ckpt,
         should_stop=lambda: calls.append(1) or len(calls) >= 2,
@@ -179,7 +179,14 @@ def test_a_stopped_fleet_resumes_from_its_checkpoint_bit_exact(fleet_runs, tmp_p
     template = new_fleet_state(fleet, fleet_config(cfg, len(fleet.classes)), 0)
     state, saved = ckpt.restore_latest(template)
     rest = run_fleet(
-        fleet, cfg, budget, seed=0, mode="map", progress=False, state=state, per_frame=split_rows(saved, 3)
+        fleet,
+        cfg,
+        budget,
+        seed=0,
+        mode="lockstep",
+        progress=False,
+        state=state,
+        per_frame=split_rows(saved, 3),
     )
     for i in range(3):
         for k, v in need.result.per_frame[i].items():

@@ -1,6 +1,6 @@
 """The fleet over devices and hosts: cameras split over 4 fake CPU devices, and over two processes on
 localhost (``jax.distributed``, gloo CPU collectives) where each process reads only its own cameras' frames;
-per-camera results equal the one-device program's, bit for bit in map mode (the scheduler's top-k looks
+per-camera results equal the one-device program's, bit for bit in lockstep mode (the scheduler's top-k looks
 across devices)."""
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ enable_compile_cache()
 assert jax.device_count() == 4, jax.devices()
 cams, fleet, cfg = setup((24, 16, 24, 20))
 budget = Budget("need", per_tick=1)
-one = run_fleet(fleet, cfg, budget, mode="map", progress=False)
-four = run_fleet(fleet, cfg, budget, mode="map", mesh=member_mesh(), progress=False)
+one = run_fleet(fleet, cfg, budget, mode="lockstep", progress=False)
+four = run_fleet(fleet, cfg, budget, mode="lockstep", mesh=member_mesh(), progress=False)
 leaf = jax.tree_util.tree_leaves(four.result.state.cameras.student.params)[0]
 assert len(leaf.sharding.device_set) == 4 and tuple(leaf.sharding.spec)[:1] == (MEMBER_AXIS,), leaf.sharding
 a, b = rows(one), rows(four)
@@ -71,7 +71,7 @@ jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
 assert jax.process_count() == 2 and jax.device_count() == 2
 cams, fleet, cfg = setup((24, 16))
-result = run_fleet(fleet, cfg, Budget("need", per_tick=1), mode="map", mesh=member_mesh(), progress=False)
+result = run_fleet(fleet, cfg, Budget("need", per_tick=1), mode="lockstep", mesh=member_mesh(), progress=False)
 leaf = jax.tree_util.tree_leaves(result.result.state.cameras.student.params)[0]
 assert not leaf.is_fully_addressable  # the cameras really span both processes
 reads = [c.read for c in cams]
@@ -104,7 +104,7 @@ def test_fleet_over_two_processes_reads_only_its_cameras_and_equals_one_process(
     _, fleet, cfg = ns["setup"]((24, 16))
     from jitnet_jax.fleet import Budget, run_fleet
 
-    reference = run_fleet(fleet, cfg, Budget("need", per_tick=1), mode="map", progress=False)
+    reference = run_fleet(fleet, cfg, Budget("need", per_tick=1), mode="lockstep", progress=False)
     port, out = str(_free_port()), str(tmp_path / "rows")
     procs = [
         subprocess.Popen(

@@ -72,8 +72,10 @@ def _leaves(tree):
     )
 
 
-def test_map_mode_is_bit_identical_to_separate_runs(source, separate):
-    res = run_sweep(source, BASE, MEMBERS, mode="map", progress=False)
+@pytest.mark.parametrize("mode", ["map", "lockstep"])
+def test_map_mode_is_bit_identical_to_separate_runs(source, separate, mode):
+    """``map`` (members outermost) and ``lockstep`` (frames outermost, states updated in place)."""
+    res = run_sweep(source, BASE, MEMBERS, mode=mode, progress=False)
     for k, ref in enumerate(separate):
         for key in ref.per_frame:
             np.testing.assert_array_equal(
@@ -83,6 +85,40 @@ def test_map_mode_is_bit_identical_to_separate_runs(source, separate):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # The members really did differ.
     assert not np.array_equal(separate[0].per_frame["teacher"], separate[1].per_frame["teacher"])
+
+
+def test_member_modes_read_each_members_stream(source, separate):
+    """Two streams: ``map`` and ``lockstep`` index each member's frames from the shared chunk."""
+    other = SyntheticStream(N, H, W, seed=4)
+    members = [MEMBERS[0], dataclasses.replace(MEMBERS[1], stream=1)]
+    ref1 = run_stream(other, MEMBERS[1].online_config(BASE), jax.random.key(MEMBERS[1].seed), progress=False)
+    for mode in ("map", "lockstep"):
+        res = run_sweep([source, other], BASE, members, mode=mode, progress=False)
+        for k, ref in enumerate([separate[0].per_frame, ref1.per_frame]):
+            for key in ref:
+                np.testing.assert_array_equal(res.per_frame[k][key], ref[key], err_msg=f"{mode} {k} {key}")
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="GPU/TPU keep the grouped form")
+def test_gated_sweep_has_no_grouped_convolution_on_cpu():
+    """On CPU a vmapped convolution with per-member kernels runs as one convolution per member (the
+    batching rule in ``model/conv.py``), not as JAX's grouped convolution."""
+    import re
+
+    from jitnet_jax.sweep import init_sweep_state
+
+    mp = member_params(MEMBERS)
+    state = jax.eval_shape(lambda: init_sweep_state(BASE, MEMBERS, (H, W)))
+    args = (
+        jax.ShapeDtypeStruct((1, 2, H, W, 3), np.uint8),
+        jax.ShapeDtypeStruct((1, 2, H, W), np.uint8),
+        jax.ShapeDtypeStruct((1, 2, H, W), np.uint8),
+        jax.ShapeDtypeStruct((1, 2), np.bool_),
+    )
+    fn = jax.jit(lambda m, s, *a: sweep_chunk(BASE.student, m, s, *a, mode="gated"))
+    text = fn.lower(mp, state, *args).as_text()
+    assert "convolution" in text
+    assert not re.search(r"feature_group_count = ([2-9]|\d\d)", text)
 
 
 def test_vmapped_sweep_matches_separate_runs(source, separate):

@@ -149,7 +149,7 @@ def run_fleet(
     seed: int = 0,
     init: Callable[[jax.Array], tuple[Any, Any]] | None = None,
     max_frames: int | None = None,
-    mode: str = "map",
+    mode: str = "lockstep",
     mesh: Any = None,
     state: FleetState | None = None,
     per_frame: Sequence[dict[str, np.ndarray]] | None = None,
@@ -164,9 +164,10 @@ def run_fleet(
       base: every camera's configuration (its head is set to the fleet's classes).
       seed: every camera's student starts from ``jax.random.key(seed)`` (as a single run with ``seed``).
       init: optional start ``init(key) -> (params, batch_stats)`` over the fleet's classes.
-      mode: the sweep's compiled form: ``map`` (cameras one after another inside the program; each camera
-        under ``independent`` equals its single run bit for bit when its classes are the fleet's), ``gated``
-        or ``naive`` (vmapped; see :mod:`jitnet_jax.sweep.compiled`).
+      mode: the sweep's compiled form: ``lockstep`` (cameras one after another inside the program, each
+        frame, states updated in place; each camera under ``independent`` equals its single run bit for bit
+        when its classes are the fleet's; ``map`` is the same under a coupling), ``gated`` or ``naive``
+        (vmapped; see :mod:`jitnet_jax.sweep.compiled`).
       mesh: a ``"members"`` mesh: cameras (and their frames) split over its devices and hosts.
       state, per_frame: resume from a checkpoint (:func:`split_rows` of its rows).
     """

@@ -47,10 +47,50 @@ def _groups(x: jnp.ndarray, kernel: jnp.ndarray) -> int:
     return ci // ki
 
 
-def _forward(x: jnp.ndarray, kernel: jnp.ndarray, stride: int, padding: Padding) -> jnp.ndarray:
+def _conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int, padding: Padding) -> jnp.ndarray:
     return jax.lax.conv_general_dilated(
         x, kernel, (stride, stride), padding, dimension_numbers=_DN, feature_group_count=_groups(x, kernel)
     )
+
+
+#: How a convolution with per-member kernels (``vmap`` over both operands, e.g. a sweep's members) runs
+#: on XLA:CPU: ``"map"``: one convolution per member (``lax.map``); ``"unroll"``: one per member, unrolled
+#: in the program; ``"grouped"``: JAX's batching rule (one grouped convolution, what GPU/TPU use).
+#: docs/performance.md "Sweeps on CPU" has the per-layer measurements.
+BATCHED_KERNEL_CONV = "map"
+
+
+def _forward(x: jnp.ndarray, kernel: jnp.ndarray, stride: int, padding: Padding) -> jnp.ndarray:
+    """The forward convolution. Under ``vmap`` on CPU (a batching rule, ``custom_vmap``): a batched input
+    with a shared kernel folds into the batch (a plain convolution); a shared input with per-member dense
+    kernels is one convolution with the kernels side by side on the output axis; per-member inputs and
+    kernels run one convolution per member (:data:`BATCHED_KERNEL_CONV`) instead of JAX's grouped
+    convolution, which XLA:CPU runs several times slower than the same work as separate convolutions."""
+
+    if jax.default_backend() != "cpu" or BATCHED_KERNEL_CONV == "grouped":
+        return _conv(x, kernel, stride, padding)
+
+    @jax.custom_batching.custom_vmap
+    def conv(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+        return _conv(x, kernel, stride, padding)
+
+    @conv.def_vmap
+    def _batched(axis_size: int, in_batched: list[bool], x: jnp.ndarray, kernel: jnp.ndarray):
+        x_b, k_b = in_batched
+        if not k_b:  # [B, N, H, W, C] with one kernel: a batch of B * N images
+            out = conv(x.reshape((-1,) + x.shape[2:]), kernel)
+            return out.reshape(x.shape[:2] + out.shape[1:]), True
+        if not x_b and _groups(x, kernel[0]) == 1:  # one input, B dense kernels: B * Co output channels
+            kh, kw, ci, co = kernel.shape[1:]
+            out = conv(x, kernel.transpose(1, 2, 3, 0, 4).reshape(kh, kw, ci, axis_size * co))
+            return jnp.moveaxis(out.reshape(out.shape[:3] + (axis_size, co)), 3, 0), True
+        if not x_b:
+            x = jnp.broadcast_to(x, (axis_size,) + x.shape)
+        if BATCHED_KERNEL_CONV == "unroll":
+            return jnp.stack([conv(x[i], kernel[i]) for i in range(axis_size)]), True
+        return jax.lax.map(lambda ab: conv(*ab), (x, kernel)), True
+
+    return conv(x, kernel)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

@@ -7,9 +7,9 @@ buffer, stacked on a leading ``[K]`` axis (:mod:`jitnet_jax.sweep.members`); fra
 chunk and shared. Static settings (model, optimiser name, schedule shape parameters, ``chunk_size``,
 ``replay_size``, ``replay_batch``) come from the base config and are the same for every member.
 Each member's result equals a separate :func:`~jitnet_jax.online.runner.run_stream` of it (bit-identical
-in ``mode="map"``, tested). On XLA:CPU the batched compute is slower than the same members run one by
-one (measured in ``experiments/bench_sweep.py``): the one-program sweep wins there by compiling once;
-on accelerators the vmap fills the device. Memory is checked before compiling
+in ``mode="map"`` and ``"lockstep"``, tested). On XLA:CPU ``map`` computes at least as fast as the same
+members run one by one and the vmapped modes do not (``experiments/bench_sweep.py``, docs/performance.md
+"Sweeps on CPU"); on accelerators the vmap fills the device. Memory is checked before compiling
 (:mod:`jitnet_jax.sweep.memory`).
 """
 
@@ -168,7 +168,9 @@ def run_sweep(
       members: the K configurations.
       max_frames: stop after this many frames (counted from frame 0).
       mode: ``"gated"`` (vmap, any-teacher gating outside the vmap; default), ``"naive"`` (plain vmap
-        of the per-frame cond) or ``"map"`` (``lax.map`` over members; see :func:`sweep_frame_step`).
+        of the per-frame cond), ``"map"`` (members one after the other, each over the whole chunk) or
+        ``"lockstep"`` (frames outermost, members in turn, in place); see
+        :mod:`jitnet_jax.sweep.compiled`.
       mesh: optional ``jax.sharding.Mesh`` with a ``"members"`` axis: the member axis is sharded over
         its devices (see :mod:`jitnet_jax.online.sharding`); K must be a multiple of its size.
       memory_budget: bytes for :func:`check_memory` (default 80% of the memory available per device: host
