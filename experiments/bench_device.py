@@ -155,6 +155,7 @@ def fleet_fps(
     size: tuple[int, int],
     mode: str = "gated",
     seed: int = 0,
+    memory_budget: int | None = None,
 ) -> dict[str, float]:
     """frames/s of a fleet of ``n`` synthetic cameras, each with its own student and controller, run
     together in one compiled program over ``frames`` frames each (compute only; the cameras are generated
@@ -162,7 +163,8 @@ def fleet_fps(
 
     THE one function to switch to the fleet API (``jitnet_jax.fleet``) when it lands: today the fleet is the
     sweep machinery it builds on, ``jitnet_jax.sweep.run_sweep`` with ``n`` streams and one member per
-    stream (member ``i``: seed ``seed + i`` on camera ``i``), ``mode`` one of :data:`jitnet_jax.sweep.MODES`.
+    stream (member ``i``: seed ``seed + i`` on camera ``i``), ``mode`` one of :data:`jitnet_jax.sweep.MODES`;
+    ``memory_budget``: bytes per device for the memory check (default: what the device has free).
 
     Returns:
       ``fps`` (frames of all cameras per second), ``compile_s``, ``teacher_share`` (teacher frames over all
@@ -172,7 +174,7 @@ def fleet_fps(
     """
     sources = [MaterializedSource(frames, size, seed + i, base.chunk_size) for i in range(n)]
     members = [dataclasses.replace(Member.from_config(base, seed=seed + i), stream=i) for i in range(n)]
-    res = run_sweep(sources, base, members, mode=mode, progress=False)
+    res = run_sweep(sources, base, members, mode=mode, progress=False, memory_budget=memory_budget)
     total = sum(len(pf["frame"]) for pf in res.per_frame)
     teacher = sum(int(pf["teacher"].sum()) for pf in res.per_frame)
     return {"fps": total / res.wall_s, "compile_s": res.compile_s, "teacher_share": teacher / max(total, 1)}
@@ -208,6 +210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fleet-frames", type=int, default=32, help="frames per fleet camera")
     p.add_argument("--fleet-dtype", default="auto", help="compute dtype of the fleet (auto: bf16 off CPU)")
     p.add_argument("--mode", default="gated", choices=MODES, help="how the fleet's cameras are batched")
+    p.add_argument(
+        "--memory-budget",
+        type=float,
+        metavar="GIB",
+        help="GiB per device the fleet may plan for (default: 80%% of what is free; the estimate is an upper bound)",
+    )
     p.add_argument("--chunk-size", type=int, default=16, help="frames per compiled chunk (loop and fleet)")
     p.add_argument("--classes", type=int, default=4, help="student classes")
     p.add_argument("--seed", type=int, default=0)
@@ -268,7 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fleet_base = base_config(fdt, args.classes, args.chunk_size)
         for n in fleet_n:
             try:
-                r = fleet_fps(fleet_base, n, args.fleet_frames, fleet_size, args.mode, args.seed)
+                budget = None if args.memory_budget is None else int(args.memory_budget * 2**30)
+                r = fleet_fps(fleet_base, n, args.fleet_frames, fleet_size, args.mode, args.seed, budget)
             except ValueError as e:
                 out["fleet"].append({"n": n, "error": str(e)})
                 print(f"  N={n:<4} skipped: {e}", flush=True)
