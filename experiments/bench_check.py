@@ -55,12 +55,18 @@ VARIANTS = ("engine", "fused", "split")
 
 
 def _grads(
-    cfg: StudentConfig, s: StudentState, frame: Any, label: Any, weight: Any, replay: ReplayBuffer | None
+    cfg: StudentConfig,
+    s: StudentState,
+    frame: Any,
+    label: Any,
+    weight: Any,
+    replay: ReplayBuffer | None,
+    knobs: Knobs,
 ) -> tuple[Any, Any, dict[str, jnp.ndarray]]:
     """A whole training step's gradients (forward and backward of the current and replayed frames)."""
     if replay is None:
         return loss_and_grads(cfg, s, frame, label, weight)
-    batch = replay_sample(replay, jax.random.split(s.rng)[1], frame, label, weight)
+    batch = replay_sample(replay, jax.random.split(s.rng)[1], frame, label, weight, knobs)
     return loss_and_grads_batch(cfg, s, *batch)
 
 
@@ -89,7 +95,7 @@ def update_loop(
     def body(c: tuple[Any, ...]) -> tuple[Any, ...]:
         s, k, _, _, _ = c
         if variant == "fused":
-            grads, new_stats, aux = _grads(cfg, s, frame, label, weight, replay)
+            grads, new_stats, aux = _grads(cfg, s, frame, label, weight, replay, knobs)
             passed = aux["min_iou"] > knobs.a_thr
             updated = apply_grads(cfg, s, grads, new_stats, knobs.lr, knobs.schedule)
             s = jax.tree_util.tree_map(lambda old, new: jnp.where(passed, old, new), s, updated)
@@ -98,7 +104,7 @@ def update_loop(
             passed = aux["min_iou"] > knobs.a_thr
 
             def update(s: StudentState) -> StudentState:
-                grads, new_stats, _ = _grads(cfg, s, frame, label, weight, replay)
+                grads, new_stats, _ = _grads(cfg, s, frame, label, weight, replay, knobs)
                 return apply_grads(cfg, s, grads, new_stats, knobs.lr, knobs.schedule)
 
             s = jax.lax.cond(passed, lambda s: s, update, s)
@@ -145,7 +151,9 @@ def bench(
     state = init_state(jax.random.key(seed), scfg, (height, width))
     replay = init_replay(cfg, (height, width))
     for _ in range(replay_size):
-        replay = replay_push(replay, frame, label, weight)
+        replay = replay_push(
+            replay, frame, label, jnp.ones((height, width), jnp.uint8)
+        )  # background: weight 1
     knobs = {
         "pass": Knobs.from_config(cfg).replace(a_thr=jnp.float32(-1.0)),
         "fail": Knobs.from_config(cfg).replace(a_thr=jnp.float32(1.0)),

@@ -17,6 +17,9 @@ T = TypeVar("T")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential", "piecewise")
 OPTIMIZERS = ("sgd", "adam")
 BN_MODES = ("batch", "running")
+#: ``ModelConfig.dtype`` choices: the compute dtype of the student's convolutions and activations ("auto":
+#: bfloat16 on GPU/TPU, float32 on CPU; parameters, BatchNorm statistics and the loss stay float32).
+DTYPES = ("float32", "bfloat16", "auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +39,9 @@ class ModelConfig:
         running averages.
       conv_backward: "matmul" computes conv gradients with matmuls (fast inside loops on XLA:CPU),
         "xla" uses XLA's gradient convolutions, "auto" picks matmul on CPU and xla elsewhere.
+      dtype: compute dtype of convolutions and activations, one of :data:`DTYPES`: "float32" (default),
+        "bfloat16" (mixed precision: float32 parameters, BatchNorm statistics, logits and loss; see
+        docs/accelerators.md) or "auto" (bfloat16 on GPU/TPU, float32 on CPU).
     """
 
     num_classes: int = 4
@@ -47,6 +53,7 @@ class ModelConfig:
     bn_eps: float = 1e-5
     bn_mode: str = "batch"
     conv_backward: str = "auto"
+    dtype: str = "float32"
 
     def validate(self) -> ModelConfig:
         if not isinstance(self.num_classes, int) or self.num_classes < 2:
@@ -61,6 +68,8 @@ class ModelConfig:
             raise ValueError(f"model.conv_backward must be auto, matmul or xla, got {self.conv_backward!r}")
         if self.bn_mode not in BN_MODES:
             raise ValueError(f"model.bn_mode must be one of {BN_MODES}, got {self.bn_mode!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"model.dtype must be one of {DTYPES}, got {self.dtype!r}")
         return self
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jitnet_jax.config import (
+    DTYPES,
     SCHEDULES,
     ModelConfig,
     OnlineConfig,
@@ -88,6 +89,12 @@ def add_config_flags(run: Any) -> None:
     )
     run.add_argument("--seed", type=int)
     run.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="the student's compute dtype: bfloat16 keeps float32 parameters, BatchNorm statistics and loss; "
+        "auto is bfloat16 on GPU/TPU, float32 on CPU (default float32; docs/accelerators.md)",
+    )
+    run.add_argument(
         "--set",
         action="append",
         default=[],
@@ -124,6 +131,7 @@ _FLAG_FIELDS = {
     "lr": "online.student.optim.lr",
     "momentum": "online.student.optim.momentum",
     "schedule": "online.student.optim.schedule",
+    "dtype": "online.student.model.dtype",
 }
 
 
@@ -168,7 +176,10 @@ def make_config(args: argparse.Namespace) -> RunConfig:
     sets = [
         f"{path}={getattr(args, flag)}"
         for flag, path in _FLAG_FIELDS.items()
-        if getattr(args, flag, None) not in (None, "auto")  # auto: measured when the live run starts
+        if getattr(args, flag, None) is not None
+        and not (
+            flag == "teacher_delay" and args.teacher_delay == "auto"
+        )  # measured when the live run starts
     ]
     cfg = override(cfg, sets + list(getattr(args, "set", [])))
     return cfg.validate()

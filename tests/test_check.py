@@ -109,7 +109,8 @@ def test_a_passing_check_runs_no_backward_pass(counter, cfg) -> None:
     student = init_state(jax.random.key(0), scfg, (H, W))
     replay = init_replay(cfg, (H, W))
     for i in range(cfg.replay_size):
-        replay = replay_push(replay, *_frame(i + 1))
+        f, y, _ = _frame(i + 1)
+        replay = replay_push(replay, f, y, jnp.ones((H, W), jnp.uint8))  # background: weight 1
     loop = jax.jit(lambda kn, s, r: teacher_updates(scfg, kn, s, frame, label, weight, True, r))
     knobs = Knobs.from_config(cfg)
 

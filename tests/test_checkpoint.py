@@ -136,6 +136,7 @@ def test_empty_directory_and_cursor_zero(tmp_path):
             "model.width_multiplier",
         ),
         (dict(cfg=OnlineConfig(student=StudentConfig(model=ModelConfig(separable=True)))), "model.separable"),
+        (dict(cfg=OnlineConfig(student=StudentConfig(model=ModelConfig(dtype="bfloat16")))), "model.dtype"),
     ],
 )
 def test_fingerprint_mismatch_names_field(tmp_path, other, field):
@@ -147,6 +148,17 @@ def test_fingerprint_mismatch_names_field(tmp_path, other, field):
     )
     with pytest.raises(ValueError, match=rf"cannot resume .*: {field} was ") as e:
         ck2.restore_latest(_state(0, 0))
+    assert "\n" not in str(e.value)
+
+
+def test_a_format_2_checkpoint_is_refused_in_one_line(tmp_path):
+    """Format 2 kept float32 loss weights in the replay buffer and the label in flight (now the uint8 region
+    map): resuming one is refused, naming the format."""
+    old = {**make_fingerprint(_cfg(), INFO), "format.checkpoint": 2}
+    StreamCheckpointer(tmp_path / "ck", old, every_frames=4).save(_state(1, 4), _per_frame(4))
+    current = StreamCheckpointer(tmp_path / "ck", make_fingerprint(_cfg(), INFO), every_frames=4)
+    with pytest.raises(ValueError, match=r"format.checkpoint was 2, now 3") as e:
+        current.restore_latest(_state(0, 0))
     assert "\n" not in str(e.value)
 
 

@@ -14,6 +14,7 @@ from jitnet_jax.config import ModelConfig, OnlineConfig, OptimConfig, StudentCon
 from jitnet_jax.data.synthetic import SyntheticStream
 from jitnet_jax.eval.costs import CostModel, cost_model_speedup, flops_speedup
 from jitnet_jax.online.engine import (
+    Knobs,
     ReplayBuffer,
     init_replay,
     make_run_chunk,
@@ -101,10 +102,9 @@ def test_r0_is_the_paper_state() -> None:
     args = (
         jax.ShapeDtypeStruct((2, H, W, 3), np.uint8),
         jax.ShapeDtypeStruct((2, H, W), np.uint8),
-        jax.ShapeDtypeStruct((2, H, W), np.float32),
+        jax.ShapeDtypeStruct((2, H, W), np.uint8),
         jax.ShapeDtypeStruct((2,), np.bool_),
     )
-    from jitnet_jax.online.engine import Knobs
 
     def text(cfg, s):
         return str(jax.make_jaxpr(make_run_chunk(cfg))(Knobs.from_config(cfg), s, *args))
@@ -120,20 +120,22 @@ def test_buffer_push_and_sample() -> None:
     frame = lambda i: jnp.full((2, 2, 3), i, jnp.uint8)  # noqa: E731
     lab = jnp.zeros((2, 2), jnp.int32)
     wt = jnp.ones((2, 2), jnp.float32)
-    f, y, w, m = replay_sample(buf, jax.random.key(0), frame(9), lab, wt)
+    bg = jnp.ones((2, 2), jnp.uint8)  # region map: background (weight bg_weight = 1)
+    knobs = Knobs.from_config(cfg)
+    f, y, w, m = replay_sample(buf, jax.random.key(0), frame(9), lab, wt, knobs)
     assert f.shape == (3, 2, 2, 3) and y.dtype == jnp.int32 and m.tolist() == [True, False, False]
     assert int(f[0, 0, 0, 0]) == 9
-    buf = replay_push(buf, frame(1), lab, wt)
-    buf = replay_push(buf, frame(2), lab + 1, 2 * wt)
-    f, y, w, m = replay_sample(buf, jax.random.key(1), frame(9), lab, wt)
+    buf = replay_push(buf, frame(1), lab, bg)
+    buf = replay_push(buf, frame(2), lab + 1, 2 * bg)
+    f, y, w, m = replay_sample(buf, jax.random.key(1), frame(9), lab, wt, knobs)
     assert m.tolist() == [True, True, True]
     assert sorted(int(v) for v in f[1:, 0, 0, 0]) == [1, 2]  # both filled slots, without replacement
     for _ in range(4):  # ring: 6 pushes into 4 slots keep the last 4
-        buf = replay_push(buf, frame(int(buf.count) + 1), lab, wt)
+        buf = replay_push(buf, frame(int(buf.count) + 1), lab, bg)
     assert int(buf.count) == 6 and sorted(np.asarray(buf.frames[:, 0, 0, 0]).tolist()) == [3, 4, 5, 6]
     seen = set()
     for k in range(20):
-        f, _, _, m = replay_sample(buf, jax.random.key(k), frame(9), lab, wt)
+        f, _, _, m = replay_sample(buf, jax.random.key(k), frame(9), lab, wt, knobs)
         vals = [int(v) for v in f[1:, 0, 0, 0]]
         assert m.all() and len(set(vals)) == 2 and set(vals) <= {3, 4, 5, 6}
         seen |= set(vals)
@@ -287,3 +289,28 @@ def test_delayed_teacher_in_a_gated_sweep(source, delayed_run) -> None:
     assert n > DELAYED.teacher_delay
     for k in ("teacher", "updates", "delta"):
         np.testing.assert_array_equal(gated[k][:n], delayed_run.per_frame[k][:n], err_msg=k)
+
+
+def test_buffers_hold_the_uint8_region_map_and_weigh_it_with_the_knobs() -> None:
+    """The replay buffer and a delayed teacher's label in flight keep the uint8 region map (1 byte a pixel,
+    not a float32 weight); a sampled frame's weight is ``effective_weight`` of its region with the run's knobs,
+    and a float weight pushed where a region map belongs is refused."""
+    both = dataclasses.replace(REPLAY, teacher_delay=2, fg_weight=7.0, bg_weight=0.5)
+    st = new_online_state(both, jax.random.key(0), (H, W))
+    assert st.replay.regions.dtype == jnp.uint8 and st.replay.regions.shape == (3, H, W)
+    assert st.pending.region.dtype == jnp.uint8 and st.pending.region.shape == (H, W)
+    big = [x for x in jax.tree_util.tree_leaves((st.replay, st.pending)) if x.ndim >= 2]
+    assert {np.dtype(x.dtype).name for x in big} == {"uint8"}
+    region = jnp.asarray(np.arange(H * W).reshape(H, W) % 3, jnp.uint8)  # 0 ignore, 1 background, 2 box
+    buf = replay_push(st.replay, jnp.zeros((H, W, 3), jnp.uint8), jnp.zeros((H, W), jnp.int32), region)
+    np.testing.assert_array_equal(np.asarray(buf.regions[0]), np.asarray(region))
+    knobs = Knobs.from_config(both)
+    cur = jnp.full((H, W), 3.0, jnp.float32)
+    _, _, w, m = replay_sample(
+        buf, jax.random.key(0), jnp.zeros((H, W, 3), jnp.uint8), jnp.zeros((H, W)), cur, knobs
+    )
+    assert w.dtype == jnp.float32 and m.tolist() == [True, True, False]
+    np.testing.assert_array_equal(np.asarray(w[0]), 3.0)  # the current frame's weight as given
+    np.testing.assert_array_equal(np.asarray(w[1]), np.choose(np.asarray(region), [0.0, 0.5, 7.0]))
+    with pytest.raises(TypeError, match="region map"):
+        replay_push(buf, jnp.zeros((H, W, 3), jnp.uint8), jnp.zeros((H, W), jnp.int32), cur)

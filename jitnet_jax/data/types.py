@@ -20,6 +20,8 @@ IGNORE_LABEL = 255
 
 #: Region codes of a region map (uint8): no loss / outside every dilated teacher box / inside one.
 REGION_IGNORE, REGION_BACKGROUND, REGION_BOX = 0, 1, 2
+#: dtype of a region map wherever it is kept: chunks, the replay buffer, a delayed teacher's label in flight.
+REGION_DTYPE = np.uint8
 
 
 class Chunk(NamedTuple):

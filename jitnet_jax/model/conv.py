@@ -13,6 +13,12 @@ thread: XLA's backward 514 ms, this one 22 ms, the forward conv 4.7 ms). This mo
 so a loop body holds only forward convs, matmuls, pads and slices. Numerically it matches ``jax.vjp``
 of ``lax.conv_general_dilated`` (see ``tests/test_conv.py``). Grouped convolutions are supported for
 ``groups == 1`` and depthwise (``groups == Ci``, one filter per channel).
+
+Dtypes: the operands' (``ModelConfig.dtype``: the model casts its float32 kernels to the compute dtype
+before calling :func:`conv2d`). With bfloat16 operands the gradients are bfloat16 like them (the cast's own
+gradient brings the kernel's back to float32); XLA:CPU accumulates bfloat16 matmuls and convolutions in
+float32 and ``jnp.sum`` upcasts, so the long sums of the kernel gradient do not lose precision
+(``tests/test_bf16.py`` checks this backward against XLA's in bfloat16).
 """
 
 from __future__ import annotations

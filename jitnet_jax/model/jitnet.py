@@ -51,6 +51,13 @@ def _pad_for(kernel: tuple[int, int], stride: int) -> Any:
     return tuple(((k - 1) // 2, (k - 1) - (k - 1) // 2) for k in kernel)
 
 
+def compute_dtype(name: str) -> Any:
+    """Resolve ``ModelConfig.dtype`` to a jnp dtype: "auto" is bfloat16 on GPU/TPU, float32 on CPU."""
+    if name == "auto":
+        return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
 def use_matmul_backward(mode: str) -> bool:
     """Resolve ``ModelConfig.conv_backward``: "auto" picks the matmul backward on CPU only."""
     if mode == "auto":
@@ -62,8 +69,10 @@ class Conv(nn.Module):
     """``nn.Conv`` (same parameter names and init) whose backward pass can be computed with matmuls
     (:mod:`jitnet_jax.model.conv`), which keeps training fast inside ``lax.scan``/``while_loop`` on CPU.
 
-    Input float ``[N, H, W, Ci]`` -> ``[N, Ho, Wo, features]``. ``depthwise=True`` convolves each
-    channel with its own filter (kernel ``[kh, kw, 1, Ci]``, ``features`` must equal ``Ci``).
+    Input float ``[N, H, W, Ci]`` -> ``dtype`` ``[N, Ho, Wo, features]``. ``depthwise=True`` convolves each
+    channel with its own filter (kernel ``[kh, kw, 1, Ci]``, ``features`` must equal ``Ci``). Parameters
+    are float32; ``dtype`` is the compute dtype (the input, kernel and bias are cast to it, as
+    ``nn.Conv(dtype=..., param_dtype=float32)`` does), so bfloat16 gradients reach float32 parameters.
     """
 
     features: int
@@ -73,6 +82,7 @@ class Conv(nn.Module):
     use_bias: bool = True
     conv_backward: str = "auto"
     depthwise: bool = False
+    dtype: Any = jnp.float32
 
     def explicit_padding(self, size: tuple[int, int]) -> Padding:
         """``((top, bottom), (left, right))`` for an input of spatial ``size`` (``"SAME"`` resolved)."""
@@ -92,6 +102,7 @@ class Conv(nn.Module):
             "kernel", _KERNEL_INIT, (kh, kw, x.shape[-1] // groups, self.features), jnp.float32
         )
         pad = self.explicit_padding((x.shape[1], x.shape[2]))
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         if use_matmul_backward(self.conv_backward):
             y = conv2d(x, kernel, self.strides, pad)
         else:
@@ -104,12 +115,15 @@ class Conv(nn.Module):
                 feature_group_count=groups,
             )
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(
+                self.dtype
+            )
         return y
 
 
 class ConvBNReLU(nn.Module):
-    """conv (no bias) -> BatchNorm -> ReLU, like slim.conv2d under ressep_arg_scope."""
+    """conv (no bias) -> BatchNorm -> ReLU, like slim.conv2d under ressep_arg_scope (``dtype``: the compute
+    dtype; BatchNorm keeps float32 statistics and parameters)."""
 
     features: int
     kernel: tuple[int, int] = (3, 3)
@@ -117,6 +131,7 @@ class ConvBNReLU(nn.Module):
     bn_momentum: float = 0.997
     bn_eps: float = 1e-5
     conv_backward: str = "auto"
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, use_running_average: bool) -> jnp.ndarray:
@@ -127,10 +142,15 @@ class ConvBNReLU(nn.Module):
             padding=_pad_for(self.kernel, self.stride),
             use_bias=False,
             conv_backward=self.conv_backward,
+            dtype=self.dtype,
             name="Conv_0",
         )(x)
         x = nn.BatchNorm(
-            use_running_average=use_running_average, momentum=self.bn_momentum, epsilon=self.bn_eps
+            use_running_average=use_running_average,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_eps,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
         )(x)
         return nn.relu(x)
 
@@ -149,39 +169,51 @@ class ResidualUnit(nn.Module):
     bn_momentum: float = 0.997
     bn_eps: float = 1e-5
     conv_backward: str = "auto"
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, use_running_average: bool) -> jnp.ndarray:
-        bn = dict(momentum=self.bn_momentum, epsilon=self.bn_eps)
-        cb = self.conv_backward
+        bn = dict(momentum=self.bn_momentum, epsilon=self.bn_eps, dtype=self.dtype, param_dtype=jnp.float32)
+        cb, dt = self.conv_backward, self.dtype
         depth_in = x.shape[-1]
         preact = nn.relu(nn.BatchNorm(use_running_average=use_running_average, **bn)(x))
         if depth_in == self.features:
             shortcut = x[:, :: self.stride, :: self.stride, :] if self.stride > 1 else x
         else:
-            shortcut = Conv(self.features, (1, 1), self.stride, conv_backward=cb, name="shortcut")(preact)
+            shortcut = Conv(self.features, (1, 1), self.stride, conv_backward=cb, dtype=dt, name="shortcut")(
+                preact
+            )
         if not self.separable:
-            r = ConvBNReLU(self.features, (3, 3), self.stride, self.bn_momentum, self.bn_eps, cb)(
+            r = ConvBNReLU(self.features, (3, 3), self.stride, self.bn_momentum, self.bn_eps, cb, dt)(
                 preact, use_running_average
             )
-            r = Conv(self.features, (1, 3), conv_backward=cb, name="Conv_0")(r)
-            r = Conv(self.features, (3, 1), conv_backward=cb, name="Conv_1")(r)
+            r = Conv(self.features, (1, 3), conv_backward=cb, dtype=dt, name="Conv_0")(r)
+            r = Conv(self.features, (3, 1), conv_backward=cb, dtype=dt, name="Conv_1")(r)
         else:
             r = _depthwise_bn_relu(preact, 1, use_running_average, bn, cb)
-            r = ConvBNReLU(self.features, (1, 1), self.stride, self.bn_momentum, self.bn_eps, cb)(
+            r = ConvBNReLU(self.features, (1, 1), self.stride, self.bn_momentum, self.bn_eps, cb, dt)(
                 r, use_running_average
             )
             r = _depthwise_bn_relu(r, 1, use_running_average, bn, cb)
-            r = Conv(self.features, (1, 1), conv_backward=cb, name="pointwise")(r)
+            r = Conv(self.features, (1, 1), conv_backward=cb, dtype=dt, name="pointwise")(r)
         return shortcut + r
 
 
 def _depthwise_bn_relu(
-    x: jnp.ndarray, stride: int, use_running_average: bool, bn: dict[str, float], conv_backward: str
+    x: jnp.ndarray, stride: int, use_running_average: bool, bn: dict[str, Any], conv_backward: str
 ) -> jnp.ndarray:
     """Depthwise 3x3 conv (the project's :class:`Conv`, same parameter names as ``nn.Conv`` had:
-    ``Conv_0``/``Conv_1`` with kernel ``[3, 3, 1, C]``) -> BatchNorm -> ReLU."""
-    x = Conv(x.shape[-1], (3, 3), stride, use_bias=False, conv_backward=conv_backward, depthwise=True)(x)
+    ``Conv_0``/``Conv_1`` with kernel ``[3, 3, 1, C]``) -> BatchNorm -> ReLU (``bn["dtype"]``: the compute
+    dtype)."""
+    x = Conv(
+        x.shape[-1],
+        (3, 3),
+        stride,
+        use_bias=False,
+        conv_backward=conv_backward,
+        depthwise=True,
+        dtype=bn["dtype"],
+    )(x)
     x = nn.BatchNorm(use_running_average=use_running_average, **bn)(x)
     return nn.relu(x)
 
@@ -195,7 +227,9 @@ class JITNet(nn.Module):
       frames: uint8 or float ``[B, H, W, 3]``; uint8 is mapped to ``x / 127.5 - 1``.
       train: True normalises with batch statistics and updates running averages.
     Returns:
-      float32 logits ``[B, H, W, num_classes]``.
+      float32 logits ``[B, H, W, num_classes]``. With ``cfg.dtype`` bfloat16 the convolutions, activations
+      and resizes run in bfloat16 (the input is normalised and resized in float32, then cast); parameters
+      and BatchNorm statistics stay float32 and the logits are cast back to float32 for the loss.
     """
 
     cfg: ModelConfig
@@ -205,7 +239,13 @@ class JITNet(nn.Module):
         cfg = self.cfg
         m = cfg.width_multiplier
         use_ra = (not train) and cfg.bn_mode == "running"
-        bn = {"bn_momentum": cfg.bn_momentum, "bn_eps": cfg.bn_eps, "conv_backward": cfg.conv_backward}
+        dt = compute_dtype(cfg.dtype)
+        bn = {
+            "bn_momentum": cfg.bn_momentum,
+            "bn_eps": cfg.bn_eps,
+            "conv_backward": cfg.conv_backward,
+            "dtype": dt,
+        }
         x = frames.astype(jnp.float32)
         if frames.dtype == jnp.uint8:
             x = x / 127.5 - 1.0
@@ -213,6 +253,7 @@ class JITNet(nn.Module):
         if cfg.scale < 1.0:
             x = resize_bilinear(x, (int(cfg.scale * full_size[0]), int(cfg.scale * full_size[1])))
         in_size = (x.shape[1], x.shape[2])
+        x = x.astype(dt)
 
         min_enc, min_dec = 8, min_decoder_filters(cfg.num_classes)
         enc_widths = [max(int(m * s), min_enc) for s in (128, 128, 256)]
@@ -246,7 +287,7 @@ class JITNet(nn.Module):
         net = resize_bilinear(net, in_size)
         if cfg.scale < 1.0:
             net = resize_bilinear(net, full_size)
-        logits = Conv(cfg.num_classes, (1, 1), conv_backward=cfg.conv_backward, name="logits")(net)
+        logits = Conv(cfg.num_classes, (1, 1), conv_backward=cfg.conv_backward, dtype=dt, name="logits")(net)
         return logits.astype(jnp.float32)
 
 

@@ -126,7 +126,10 @@ def _flatten(prefix: str, data: Any, out: dict[str, Any]) -> None:
 
 
 #: Version of the checkpoint layout and of what a fingerprint covers; recorded as ``format.checkpoint``.
-CHECKPOINT_FORMAT = 2
+#: 3: the replay buffer and a delayed teacher's label in flight hold the uint8 region map (``regions``,
+#: ``region``), not float32 loss weights, and ``model.dtype`` is fingerprinted. A format-2 checkpoint is
+#: refused on resume with one line (``format.checkpoint was 2, now 3``): rerun from frame 0.
+CHECKPOINT_FORMAT = 3
 
 
 def make_fingerprint(cfg: Any, info: Any = None, **extra: Any) -> dict[str, Any]:

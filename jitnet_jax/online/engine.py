@@ -25,7 +25,7 @@ member's peak lr and schedule) are traced arrays in :class:`Knobs`, so the same 
 ``vmap``-ed over a sweep axis.
 
 **Replay** (beyond the paper; ``OnlineConfig.replay_size = R > 0``): the state carries a ring buffer of
-the last ``R`` teacher frames (uint8 frame, uint8 label, float32 loss weight) on the device. Each update
+the last ``R`` teacher frames (uint8 frame, uint8 label, uint8 region map) on the device. Each update
 trains on the current frame plus ``B - 1`` frames sampled without replacement from the filled slots
 (key: the half of ``student.rng``'s split that the update does not keep), BatchNorm per frame,
 gradients averaged (:func:`~jitnet_jax.student.step.batch_grads`). The accuracy check and the
@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from jitnet_jax.config import OnlineConfig, StudentConfig
-from jitnet_jax.data.types import REGION_BACKGROUND, REGION_BOX
+from jitnet_jax.data.types import REGION_BACKGROUND, REGION_BOX, REGION_DTYPE
 from jitnet_jax.student.metrics import confusion_matrix
 from jitnet_jax.student.step import (
     StudentState,
@@ -118,15 +118,16 @@ class ReplayBuffer:
     """The last ``R`` teacher frames, a ring buffer on the device (static shapes).
 
     Attributes:
-      frames: uint8 ``[R, H, W, 3]``; labels: uint8 ``[R, H, W]``; weights: float32 ``[R, H, W]`` (the
-        effective loss weight, see :func:`effective_weight`).
+      frames: uint8 ``[R, H, W, 3]``; labels: uint8 ``[R, H, W]``; regions: uint8 ``[R, H, W]`` the region
+        map (``REGION_DTYPE``; the loss weights are :func:`effective_weight` of it, computed when sampled:
+        4x less memory than float32 weights).
       count: int32, teacher frames pushed so far (slot of the next push: ``count % R``).
       batch: ``B`` frames per update (static: part of the tree structure, not a leaf).
     """
 
     frames: jnp.ndarray
     labels: jnp.ndarray
-    weights: jnp.ndarray
+    regions: jnp.ndarray
     count: jnp.ndarray
     batch: int = flax.struct.field(pytree_node=False, default=1)
 
@@ -140,7 +141,8 @@ class PendingLabel:
     """A teacher label on its way to the student (simulated teacher latency, ``teacher_delay = d > 0``).
 
     Attributes:
-      frame: uint8 ``[H, W, 3]``; label: uint8 ``[H, W]``; weight: float32 ``[H, W]`` (effective): the
+      frame: uint8 ``[H, W, 3]``; label: uint8 ``[H, W]``; region: uint8 ``[H, W]`` region map
+        (``REGION_DTYPE``; the loss weights are :func:`effective_weight` of it, computed on arrival): the
         teacher frame and what the teacher said about it.
       index: int32 stream index of that frame.
       arrival: int32 stream index at which the label reaches the student (-1: nothing in flight).
@@ -149,7 +151,7 @@ class PendingLabel:
 
     frame: jnp.ndarray
     label: jnp.ndarray
-    weight: jnp.ndarray
+    region: jnp.ndarray
     index: jnp.ndarray
     arrival: jnp.ndarray
     delay: int = flax.struct.field(pytree_node=False, default=1)
@@ -188,7 +190,7 @@ def init_replay(cfg: OnlineConfig, frame_shape: tuple[int, int]) -> ReplayBuffer
     return ReplayBuffer(
         frames=jnp.zeros((r, h, w, 3), jnp.uint8),
         labels=jnp.zeros((r, h, w), jnp.uint8),
-        weights=jnp.zeros((r, h, w), jnp.float32),
+        regions=jnp.zeros((r, h, w), REGION_DTYPE),
         count=jnp.int32(0),
         batch=cfg.replay_batch,
     )
@@ -202,7 +204,7 @@ def init_pending(cfg: OnlineConfig, frame_shape: tuple[int, int]) -> PendingLabe
     return PendingLabel(
         frame=jnp.zeros((h, w, 3), jnp.uint8),
         label=jnp.zeros((h, w), jnp.uint8),
-        weight=jnp.zeros((h, w), jnp.float32),
+        region=jnp.zeros((h, w), REGION_DTYPE),
         index=jnp.int32(-1),
         arrival=jnp.int32(-1),
         delay=cfg.teacher_delay,
@@ -251,11 +253,19 @@ def effective_weight(region: jnp.ndarray, knobs: Knobs) -> jnp.ndarray:
 
 
 def replay_sample(
-    buf: ReplayBuffer, key: jax.Array, frame: jnp.ndarray, label: jnp.ndarray, weight: jnp.ndarray
+    buf: ReplayBuffer,
+    key: jax.Array,
+    frame: jnp.ndarray,
+    label: jnp.ndarray,
+    weight: jnp.ndarray,
+    knobs: Knobs,
 ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     """The current frame plus ``B - 1`` buffer frames drawn uniformly without replacement from the filled
     slots. While fewer than ``B - 1`` slots are filled, the missing ones are masked out.
 
+    Args:
+      weight: float32 ``[H, W]``, the current frame's effective weight; the buffer frames' weights are
+        :func:`effective_weight` of their stored region maps with ``knobs``.
     Returns ``(frames uint8 [B, H, W, 3], labels int32 [B, H, W], weights float32 [B, H, W], mask bool [B])``.
     """
     r, n_rep = buf.size, buf.batch - 1
@@ -266,20 +276,24 @@ def replay_sample(
     mask = jnp.concatenate([jnp.ones((1,), bool), idx < filled])
     frames = jnp.concatenate([frame[None], buf.frames[idx]])
     labels = jnp.concatenate([label[None].astype(jnp.int32), buf.labels[idx].astype(jnp.int32)])
-    weights = jnp.concatenate([weight[None], buf.weights[idx]])
+    weights = jnp.concatenate([weight[None], effective_weight(buf.regions[idx], knobs)])
     return frames, labels, weights, mask
 
 
 def replay_push(
-    buf: ReplayBuffer, frame: jnp.ndarray, label: jnp.ndarray, weight: jnp.ndarray
+    buf: ReplayBuffer, frame: jnp.ndarray, label: jnp.ndarray, region: jnp.ndarray
 ) -> ReplayBuffer:
-    """``buf`` with the teacher frame (uint8 frame, int label, float32 effective weight) in slot
-    ``count % R`` (the oldest is overwritten once full)."""
+    """``buf`` with the teacher frame (uint8 frame, int label, integer region map ``[H, W]``) in slot
+    ``count % R`` (the oldest is overwritten once full). A float ``region`` (a loss weight) is refused."""
+    if not jnp.issubdtype(region.dtype, jnp.integer):
+        raise TypeError(
+            f"replay_push takes the integer region map (0/1/2), not loss weights; got {region.dtype}"
+        )
     slot = buf.count % buf.size
     return buf.replace(
         frames=buf.frames.at[slot].set(frame),
         labels=buf.labels.at[slot].set(label.astype(jnp.uint8)),
-        weights=buf.weights.at[slot].set(weight),
+        regions=buf.regions.at[slot].set(region.astype(REGION_DTYPE)),
         count=buf.count + 1,
     )
 
@@ -327,7 +341,7 @@ def teacher_updates(
             if replay is None:
                 (grads,) = pullback(jnp.ones((), jnp.float32))
             else:
-                batch = replay_sample(replay, jax.random.split(s.rng)[1], frame, label, weight)
+                batch = replay_sample(replay, jax.random.split(s.rng)[1], frame, label, weight, knobs)
                 grads = batch_grads(cfg, s, pullback, *batch, class_mask=knobs.class_mask)
             return apply_grads(cfg, s, grads, new_stats, knobs.lr, knobs.schedule)
 
@@ -354,7 +368,7 @@ def teacher_step(
     s: OnlineState,
     frame: jnp.ndarray,
     label: jnp.ndarray,
-    weight: jnp.ndarray,
+    region: jnp.ndarray,
     active: jnp.ndarray | bool = True,
     masked: bool = False,
     frame_index: jnp.ndarray | None = None,
@@ -363,7 +377,8 @@ def teacher_step(
     replay buffer.
 
     Args:
-      frame: uint8 ``[H, W, 3]``; label: int32 ``[H, W]``; weight: float32 ``[H, W]`` (effective).
+      frame: uint8 ``[H, W, 3]``; label: int32 ``[H, W]``; region: uint8 ``[H, W]`` region map (the loss
+        weights are :func:`effective_weight` of it with ``knobs``).
       active: with ``masked``, whether this is really a teacher frame (a gated sweep runs the step for
         every member and masks the idle ones: they keep their state and only predict).
       frame_index: the teacher frame's stream index (default ``s.cursor``; a delayed label's frame is
@@ -371,6 +386,7 @@ def teacher_step(
     Returns:
       ``(state, pred int32 [H, W], updates int32, acc float32)`` (``cursor`` is not advanced here).
     """
+    weight = effective_weight(region, knobs)
     student, pred, k, acc = teacher_updates(cfg, knobs, s.student, frame, label, weight, active, s.replay)
     delta = next_delta(knobs, s.delta, acc)
     taught = s.replace(
@@ -379,7 +395,7 @@ def teacher_step(
         next_teacher=(s.cursor if frame_index is None else frame_index) + delta,
         teacher_frames=s.teacher_frames + 1,
         updates=s.updates + k,
-        replay=None if s.replay is None else replay_push(s.replay, frame, label, weight),
+        replay=None if s.replay is None else replay_push(s.replay, frame, label, region),
     )
     if not masked:
         return taught, pred, k, acc
@@ -412,7 +428,7 @@ def _delayed_frame_step(
     state: OnlineState,
     frame: jnp.ndarray,
     label: jnp.ndarray,
-    w: jnp.ndarray,
+    region: jnp.ndarray,
     valid: jnp.ndarray,
     branch: str,
 ) -> tuple[OnlineState, jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
@@ -426,7 +442,7 @@ def _delayed_frame_step(
 
     def train(s: OnlineState, active: Any, masked: bool) -> tuple[OnlineState, Any, Any]:
         s2, _, k, acc = teacher_step(
-            cfg, knobs, s, p.frame, p.label.astype(jnp.int32), p.weight, active, masked, frame_index=p.index
+            cfg, knobs, s, p.frame, p.label.astype(jnp.int32), p.region, active, masked, frame_index=p.index
         )
         nt = jnp.where(active, jnp.maximum(s2.next_teacher, s.cursor), s2.next_teacher)
         return s2.replace(next_teacher=nt), k, acc
@@ -446,7 +462,7 @@ def _delayed_frame_step(
     sent = p.replace(
         frame=frame,
         label=label.astype(jnp.uint8),
-        weight=w,
+        region=region.astype(REGION_DTYPE),
         index=state.cursor,
         arrival=state.cursor + p.delay,
     )
@@ -483,20 +499,19 @@ def frame_step(
         raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
     is_teacher = is_teacher_frame(state, valid)
     label = label.astype(jnp.int32)
-    w = effective_weight(region, knobs)
     if state.pending is not None:
         state, pred, k, acc, is_teacher = _delayed_frame_step(
-            cfg, knobs, state, frame, label, w, valid, branch
+            cfg, knobs, state, frame, label, region, valid, branch
         )
     elif branch == "cond":
         state, pred, k, acc = jax.lax.cond(
             is_teacher,
-            lambda s: teacher_step(cfg, knobs, s, frame, label, w),
+            lambda s: teacher_step(cfg, knobs, s, frame, label, region),
             lambda s: student_step(cfg, knobs, s, frame),
             state,
         )
     elif branch == "masked":
-        state, pred, k, acc = teacher_step(cfg, knobs, state, frame, label, w, is_teacher, masked=True)
+        state, pred, k, acc = teacher_step(cfg, knobs, state, frame, label, region, is_teacher, masked=True)
     else:
         state, pred, k, acc = student_step(cfg, knobs, state, frame)
     state = state.replace(cursor=state.cursor + valid.astype(jnp.int32))

@@ -63,7 +63,7 @@ def run_reference(
     check = jax.jit(lambda s, f, y, w: forward_check(scfg, s, f, y, w))
     grads_of = jax.jit(lambda pull: pull(jnp.ones((), jnp.float32))[0])
     grads_of_batch = jax.jit(lambda s, pull, f, y, w, m: batch_grads(scfg, s, pull, f, y, w, m))
-    sample = jax.jit(replay_sample)
+    sample = jax.jit(lambda b, k, f, y, w: replay_sample(b, k, f, y, w, knobs))
     push = jax.jit(replay_push)
     buf = init_replay(cfg, (info.height, info.width))
     ap = jax.jit(lambda s, g, b: apply_grads(scfg, s, g, b))
@@ -109,7 +109,7 @@ def run_reference(
                 delta = min(2 * delta, cfg.delta_max) if acc > cfg.a_thr else max(delta // 2, cfg.delta_min)
                 next_teacher = t + delta
                 if buf is not None:
-                    buf = push(buf, frame, label, weight)
+                    buf = push(buf, frame, label, chunk.regions[i])
                 teacher = True
             else:
                 pred = pr(student, frame)

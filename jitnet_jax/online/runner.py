@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from jitnet_jax.data.prefetch import prefetch
-from jitnet_jax.data.types import Chunk, StreamSource
+from jitnet_jax.data.types import REGION_DTYPE, Chunk, StreamSource
 from jitnet_jax.online.engine import Knobs, OnlineConfig, OnlineState, init_online_state, make_run_chunk
 from jitnet_jax.online.pipeline import Checkpointing, ChunkPipeline, Progress, device_chunks
 from jitnet_jax.online.rows import (
@@ -47,7 +47,6 @@ __all__ = [  # the per-frame helpers live in online.rows; importable from here t
 
 #: dtypes of a chunk's labels and regions as the compiled ``run_chunk`` receives them.
 LABEL_DTYPE = np.uint8
-REGION_DTYPE = np.uint8  # the region map (0 ignore, 1 background, 2 box; jitnet_jax.data.types)
 
 
 def chunk_abstract(t_chunk: int, height: int, width: int) -> tuple[jax.ShapeDtypeStruct, ...]:

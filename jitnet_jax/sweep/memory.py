@@ -59,10 +59,12 @@ def estimate_memory(
 ) -> MemoryEstimate:
     """Estimate sweep memory without compiling (abstract evaluation only).
 
-    Per member: the online state (params, batch stats, optimiser state, replay buffer) x 3 (the update
-    loop carries the state, the updated state and the gradients), plus the forward/backward activations
-    of one update at ``H x W`` on its ``replay_batch`` frames (the sum of every intermediate of the traced
-    gradient jaxpr -- an upper bound; XLA reuses buffers) and one chunk of per-frame stats. Shared: the
+    Per member: the online state (float32 params, batch stats and optimiser state; the replay buffer's and a
+    delayed teacher's uint8 frames, labels and region maps) x 3 (the update loop carries the state, the
+    updated state and the gradients), plus the forward/backward activations of one update at ``H x W`` on
+    its ``replay_batch`` frames at the model's compute dtype (``ModelConfig.dtype``: bfloat16 halves them;
+    the sum of every intermediate of the traced gradient jaxpr -- an upper bound; XLA reuses buffers) and
+    one chunk of per-frame stats. Shared: the
     chunk of every stream as the compiled chunk receives it (uint8 frames ``[T, H, W, 3]``, uint8 labels and
     region map ``[T, H, W]``, bool valid ``[T]``: :func:`~jitnet_jax.online.runner.chunk_abstract`),
     double-buffered by the prefetcher.
