@@ -182,8 +182,9 @@ def test_capacity_table_reports_the_oracles_lead_overall_and_per_scene():
     assert two["lead"]["oracle"] == pytest.approx(-0.05) and np.isnan(two["lead"]["oracle_w0.5"])
     assert [sc["lead"]["oracle"] for sc in two["per_scene"]] == pytest.approx([0.1, -0.2])
     md = windowed.capacity_markdown(cap)
-    assert "| `a[0:12]+b[0:12]` | 2 | 24 | 0.600 | 0.550 |  | -0.050 |  |" in md
-    assert "`b[0:12]`" in md
+    assert "| `a[0:12]+b[0:12]` | A B | 24 | 0.600 | 0.550 |  | -0.050 |  |" in md
+    assert "| A B (24 frames) | `a[0:12]` | 12 | 0.500 | 0.600 |  | +0.100 |  | 3 |" in md
+    assert windowed.scene_letters([{"name": n, "part": n} for n in "xyzxyz"]) == "A B C A B C"
     with pytest.raises(ValueError, match="no streams"):
         windowed.capacity_rows({"streams": {}}, "online", ["oracle"])
 

@@ -155,6 +155,15 @@ def _scene_value(parts: dict[str, Any], n_scenes: int, i: int, method: str, fiel
     return _num(rows[i].get(field)) if rows else float("nan")
 
 
+def scene_letters(scenes: Sequence[dict[str, Any]]) -> str:
+    """The scenes' order with one letter per source stream, in order of first appearance: ``"A B C A B C"``
+    for a stream whose three scenes return (``scenes``: dicts with ``name``, else ``part``)."""
+    letters: dict[str, str] = {}
+    for sc in scenes:
+        letters.setdefault(sc.get("name", sc["part"]), chr(ord("A") + len(letters) % 26))
+    return " ".join(letters[sc.get("name", sc["part"])] for sc in scenes)
+
+
 def capacity_rows(table: dict[str, Any], online: str, oracles: Sequence[str]) -> dict[str, Any]:
     """The capacity table of a table's ``table.json``.
 
@@ -163,7 +172,8 @@ def capacity_rows(table: dict[str, Any], online: str, oracles: Sequence[str]) ->
         part}}}``).
       online: the online column; oracles: the columns whose lead over it is reported.
     Returns:
-      ``{"streams": [{"stream", "scenes" (count), "frames", "miou": {method: overall mIoU}, "lead":
+      ``{"streams": [{"stream", "scenes" (distinct source streams), "order" (:func:`scene_letters`),
+      "frames", "miou": {method: overall mIoU}, "lead":
       {oracle: oracle - online}, "per_scene": [{"part", "frames", "miou": {method: mIoU}, "lead": {...},
       "updates" (online), "teacher_frames" (online)}]}]}`` (NaN where a part is missing).
     Raises:
@@ -193,7 +203,8 @@ def capacity_rows(table: dict[str, Any], online: str, oracles: Sequence[str]) ->
         out.append(
             {
                 "stream": stream,
-                "scenes": len(scenes),
+                "scenes": len({sc.get("name", sc["part"]) for sc in scenes}),
+                "order": scene_letters(scenes),
                 "frames": p["frames"],
                 "miou": miou,
                 "lead": {o: miou[o] - miou[online] for o in oracles},
@@ -210,7 +221,7 @@ def capacity_markdown(cap: dict[str, Any]) -> str:
     head = ["stream", "scenes", "frames", *names, *(f"{o} − online" for o in oracles)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in cap["streams"]:
-        cells = [f"`{r['stream']}`", str(r["scenes"]), str(r["frames"])]
+        cells = [f"`{r['stream']}`", r["order"], str(r["frames"])]
         cells += [_fmt(r["miou"][m]) for m in names] + [_fmt(r["lead"][o], True) for o in oracles]
         lines.append("| " + " | ".join(cells) + " |")
     head = ["stream", "scene", "frames", *names, *(f"{o} − online" for o in oracles), "online updates"]
@@ -218,7 +229,7 @@ def capacity_markdown(cap: dict[str, Any]) -> str:
     for r in cap["streams"]:
         for j, sc in enumerate(r["per_scene"], 1):
             cells = [
-                str(r["scenes"]) + f" scenes #{j}" if j == 1 else "",
+                f"{r['order']} ({r['frames']} frames)" if j == 1 else "",
                 f"`{sc['part']}`",
                 str(sc["frames"]),
             ]
@@ -270,9 +281,9 @@ def plot_windowed(
             w = windowed_scores(bins, window_s)
             edges = [x["start_s"] for x in w] + [w[-1]["stop_s"]]
             mi = [x["miou"] for x in w]
-            ax.stairs(mi, edges, label=m, linewidth=1.8, baseline=None)
+            st = ax.stairs(mi, edges, label=m, linewidth=1.8, baseline=None)
             mids = [(x["start_s"] + x["stop_s"]) / 2 for x in w]
-            ax.plot(mids, mi, "o", ms=3, color=ax.lines[-1].get_color() if ax.lines else None)
+            ax.plot(mids, mi, "o", ms=3, color=st.get_edgecolor())
             ups = [x["updates"] for x in w]
             if any(ups):
                 lens = [x["stop_s"] - x["start_s"] for x in w]
