@@ -242,6 +242,11 @@ def capacity_markdown(cap: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- the windowed plot
 
 
+def _bins(stream: dict[str, Any], method: str) -> dict[str, Any]:
+    """``method``'s binned counts in a ``table.json`` stream entry (``{}`` when its part has none)."""
+    return stream["methods"].get(method, {}).get("extra", {}).get("bins") or {}
+
+
 def plot_windowed(
     path: Path, table: dict[str, Any], methods: Sequence[str], window_s: float = PAPER_WINDOW_S
 ) -> int:
@@ -272,9 +277,10 @@ def plot_windowed(
     for i, (stream, p) in enumerate(streams):
         ax, axu = axes[2 * i, 0], axes[2 * i + 1, 0]
         fps = None
-        width = 0.8 / max(1, len(methods))
-        for j, m in enumerate(methods):
-            bins = p["methods"].get(m, {}).get("extra", {}).get("bins")
+        updating = [m for m in methods if sum(_bins(p, m).get("updates", [])) > 0]
+        width = 0.8 / max(1, len(updating))
+        for m in methods:
+            bins = _bins(p, m) or None
             if bins is None:
                 continue
             fps = bins["fps"]
@@ -287,7 +293,8 @@ def plot_windowed(
             ups = [x["updates"] for x in w]
             if any(ups):
                 lens = [x["stop_s"] - x["start_s"] for x in w]
-                xs = [x["start_s"] + (j + 0.1) * width * n for x, n in zip(w, lens)]
+                k = updating.index(m)
+                xs = [x["start_s"] + (0.1 + k * width) * n for x, n in zip(w, lens)]
                 axu.bar(xs, ups, width=[width * n for n in lens], align="edge", label=f"{m} updates")
             drawn += 1
         for sc in p.get("scenes") or []:
