@@ -24,7 +24,7 @@ Methods (columns; ``--methods`` picks a subset):
   * ``fixed_d{8,16}``: teacher every delta frames, exactly ``--fixed-updates`` updates per teacher frame;
   * ``no_adapt`` / ``no_adapt_cv``: the pretrained / CamVid student on every frame, no teacher, no updates;
   * ``oracle`` / ``oracle_cv``: trained offline on every 8th teacher frame of the same stream (from random
-    init / the CamVid start), then no updates;
+    init / the CamVid start), then no updates; ``oracle_w0.5``: the oracle at half the student's width;
   * ``hold_d{8,16}``: the teacher label every delta frames, held until the next one (zero student cost);
   * ``flow_d{8,16}``: the teacher label warped forward with Farneback flow (only with OpenCV).
 
@@ -65,6 +65,7 @@ from jitnet_jax.eval.table.methods import (
     DMAX_SHORT,
     MEASURED_TEACHER_MS,
     ONLINE_THRESHOLDS,
+    ORACLE_WIDTH_SCALES,
     PAPER_SGD,
     REPLAY,
     STARTS,
@@ -88,6 +89,7 @@ __all__ = [
     "MEASURED_TEACHER_MS",
     "NEUTRAL_ONLINE",
     "ONLINE_THRESHOLDS",
+    "ORACLE_WIDTH_SCALES",
     "PAPER_SGD",
     "PREFIXES",
     "REPLAY",

@@ -108,6 +108,7 @@ def method_key(
         for k, v in dataclasses.asdict(m).items()
         if k not in ("name", "label")
         and not (k in ("delta_max", "delta_min", "teacher_delay_ms", "u_max") and v == 0)
+        and not (k == "width_scale" and v == 1.0)
     }
     key.update(method=fields, student=to_dict(cfg), seed=s.seed)
     if m.kind in ("online", "fixed"):

@@ -30,6 +30,9 @@ MEASURED_TEACHER_MS = 325.0
 PAPER_SGD = ("sgd", 0.01)
 ADAM = ("adam", 1e-3)
 STARTS = ("loo", "camvid", "random")
+#: Width of the ``oracle_w*`` columns as a fraction of the student's: an oracle of less capacity, to show
+#: how far the oracle's lead rests on holding the whole stream in one model.
+ORACLE_WIDTH_SCALES = (0.5,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +52,9 @@ class Method:
       teacher_delay_ms: teacher labels arrive this many milliseconds late, i.e. ``ceil(ms * fps / 1000)``
         frames of the stream (0: at once, the paper).
       u_max: the most updates per teacher frame (0: the table's, the paper's 8).
+      width_scale: the student's ``width_multiplier`` times this (1: the table's ``--width-multiplier``);
+        ``oracle_w0.5`` is the oracle at half the student's width. Only from random init (a pretrained
+        start has the table's width).
     """
 
     name: str
@@ -65,6 +71,16 @@ class Method:
     label: str = ""
     delta_min: int = 0
     u_max: int = 0
+    width_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.width_scale > 0:
+            raise ValueError(f"method {self.name}: width_scale must be > 0, got {self.width_scale!r}")
+        if self.width_scale != 1.0 and self.start != "random":
+            raise ValueError(
+                f"method {self.name}: width_scale {self.width_scale:g} needs start 'random', got "
+                f"{self.start!r} (a pretrained start has the table's width)"
+            )
 
     @property
     def student(self) -> bool:
@@ -149,6 +165,17 @@ def methods(pretrain: bool, flow: bool, camvid: bool = False) -> list[Method]:
     if camvid:
         out.append(Method("no_adapt_cv", "no_adapt", start="camvid", label="no adaptation (CamVid start)"))
     out.append(Method("oracle", "oracle", delta=8, start="random", label="offline oracle (random init)"))
+    out += [
+        Method(
+            f"oracle_w{w:g}",
+            "oracle",
+            delta=8,
+            start="random",
+            width_scale=w,
+            label=f"offline oracle, {w:g}x the student's width (random init)",
+        )
+        for w in ORACLE_WIDTH_SCALES
+    ]
     if camvid:
         out.append(
             Method("oracle_cv", "oracle", delta=8, start="camvid", label="offline oracle (CamVid start)")

@@ -24,6 +24,7 @@ from jitnet_jax.eval.summary import passed_checks, summarize_per_frame
 from jitnet_jax.eval.table.methods import Method
 from jitnet_jax.eval.table.settings import Settings, online_config
 from jitnet_jax.eval.table.starts import initial_state
+from jitnet_jax.eval.windowed import frame_bins
 from jitnet_jax.online.engine import init_online_state
 from jitnet_jax.online.runner import run_stream
 from jitnet_jax.student.metrics import iou_from_counts
@@ -33,8 +34,9 @@ def run_method(
     s: Settings, m: Method, source: StreamSource, cfg: StudentConfig, weights: tuple[Any, Any] | None
 ) -> dict[str, Any]:
     """Run one method on one stream from ``weights`` (its start; None = random init); returns the
-    cached-result dict (summary + stability + extra; on a constructed stream ``extra["scenes"]`` holds
-    each scene's scores, :func:`~jitnet_jax.data.concat.scene_scores`)."""
+    cached-result dict (summary + stability + extra; ``extra["bins"]`` the run's counts per second of
+    stream, :func:`~jitnet_jax.eval.windowed.frame_bins`; on a constructed stream ``extra["scenes"]``
+    holds each scene's scores, :func:`~jitnet_jax.data.concat.scene_scores`)."""
     info = source.info
     meter = StabilityMeter(s.stability_threshold)
     cost = CostModel()
@@ -139,6 +141,7 @@ def run_method(
     else:
         raise ValueError(f"unknown method kind {m.kind!r}")
     extra["prefix"] = prefix_scores(pf)
+    extra["bins"] = frame_bins(pf, info.fps)  # one-second counts: windowed mIoU (eval.windowed)
     if hasattr(source, "scenes_json"):
         extra["scenes"] = scene_scores(source.scenes_json(), pf)
     return {

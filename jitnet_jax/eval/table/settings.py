@@ -60,8 +60,11 @@ class Settings:
 
 
 def student_config(s: Settings, num_classes: int, m: Method | None = None) -> StudentConfig:
-    """The student of a stream (``num_classes``), with ``m``'s optimiser when it names one."""
+    """The student of a stream (``num_classes``), with ``m``'s optimiser when it names one and ``m``'s
+    width (``width_scale`` times the table's ``width_multiplier``)."""
     model = dataclasses.replace(s.online.student.model, num_classes=num_classes)
+    if m is not None and m.width_scale != 1.0:
+        model = dataclasses.replace(model, width_multiplier=model.width_multiplier * m.width_scale)
     cfg = dataclasses.replace(s.online.student, model=model)
     if m is not None and m.optim:
         cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, name=m.optim, lr=m.lr))
