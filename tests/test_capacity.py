@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from experiments import capacity
 from jitnet_jax.config import ModelConfig, OnlineConfig, OptimConfig, StudentConfig
 from jitnet_jax.data.synthetic import SyntheticStream
 from jitnet_jax.eval import table as evaltable
@@ -193,7 +194,7 @@ def test_windowed_cli_writes_the_capacity_table_and_plots(tmp_path, capsys):
     path = tmp_path / "table.json"
     path.write_text(json.dumps(_table()))
     args = ["--table", str(path), "--out", str(tmp_path / "o"), "--online", "online", "--window-s", "2", "30"]
-    assert windowed.main(args) == 0
+    assert capacity.main(args) == 0
     for f in ("capacity.md", "capacity.json", "windowed_2s.png", "windowed_30s.png"):
         assert (tmp_path / "o" / f).stat().st_size > 0, f
     assert json.loads((tmp_path / "o" / "capacity.json").read_text())["online"] == "online"
@@ -204,7 +205,7 @@ def test_windowed_cli_writes_the_capacity_table_and_plots(tmp_path, capsys):
             del p["extra"]["bins"]
     path.write_text(json.dumps(old))
     capsys.readouterr()
-    assert windowed.main(["--table", str(path), "--out", str(tmp_path / "o2")]) == 2
-    assert windowed.main(["--table", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o3")]) == 2
+    assert capacity.main(["--table", str(path), "--out", str(tmp_path / "o2")]) == 2
+    assert capacity.main(["--table", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o3")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "extra.bins" in err[0] and "nope.json" in err[1]

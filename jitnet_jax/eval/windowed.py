@@ -5,20 +5,14 @@ multi-scene table (online against the offline oracles, overall and per scene).
 A table part keeps its run's counts binned, ``extra["bins"]`` (:func:`frame_bins`, a few hundred numbers
 per minute of stream), so windows of any whole number of seconds are scored from the part alone.
 
-    python -m jitnet_jax.eval.windowed --table results/scenes/table.json --out results/scenes \
-        --online cv_adam_a0.9_dmax16_r16b4 --oracles oracle oracle_w0.5 --window-s 30
-
-writes ``capacity.md`` / ``capacity.json`` (every stream of the table: overall and per-scene mIoU of each
-method, the oracles' lead over the online column) and ``windowed_<W>s.png`` for each ``--window-s``.
+The command is ``experiments.capacity`` (``capacity.md`` / ``capacity.json``: every stream of the table,
+overall and per-scene mIoU of each method, the oracles' lead over the online column; ``windowed_<W>s.png``).
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -319,45 +313,3 @@ def plot_windowed(
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return drawn
-
-
-# --------------------------------------------------------------------------- entry point
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m jitnet_jax.eval.windowed", description=__doc__.split("\n\n")[0]
-    )
-    p.add_argument("--table", type=Path, required=True, help="a table's table.json (experiments.table)")
-    p.add_argument("--out", type=Path, required=True, help="folder for capacity.md/json and the plots")
-    p.add_argument("--online", default="cv_adam_a0.9_dmax16_r16b4", help="the online column")
-    p.add_argument("--oracles", nargs="*", default=["oracle", "oracle_w0.5"], help="the oracle columns")
-    p.add_argument(
-        "--window-s", type=float, nargs="*", default=[PAPER_WINDOW_S], help="window lengths (seconds)"
-    )
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; 0 on success, 2 on bad arguments/input."""
-    args = build_parser().parse_args(argv)
-    try:
-        table = json.loads(args.table.read_text())
-        cap = capacity_rows(table, args.online, args.oracles)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "capacity.md").write_text(capacity_markdown(cap))
-        (args.out / "capacity.json").write_text(json.dumps(cap, indent=1) + "\n")
-        for w in args.window_s:
-            path = args.out / f"windowed_{w:g}s.png"
-            if not plot_windowed(path, table, [args.online, *args.oracles], w):
-                raise ValueError(f"{args.table}: no part has binned counts (extra.bins) to plot")
-            print(path)
-    except (ValueError, OSError, KeyError, json.JSONDecodeError) as e:
-        print(f"error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
-        return 2
-    print(args.out / "capacity.md")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
