@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--lvs", help="LVS root folder holding stream folders (e.g. ../shared/data/lvs_mini)")
     src.add_argument("--store", help="a precomputed label store (python -m teacher.precompute)")
     src.add_argument("--video", help="a video file; labels come from --teacher, precomputed first")
-    src.add_argument("--teacher", help="teacher backend for --video: yolov8_seg or deeplab")
+    src.add_argument(
+        "--teacher",
+        help="teacher backend for --video: yolov8_seg, deeplab, yolov8n-seg-1280 or yolov8n-seg-tta (docs/teachers.md)",
+    )
     src.add_argument("--model", help="teacher model file (default: from JITNET_DATA/models)")
     src.add_argument("--groups", help='class groups for --video, e.g. "person;car,bus,truck"')
     src.add_argument("--cache-dir", default="label_stores", help="where precomputed label stores go")

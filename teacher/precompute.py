@@ -48,6 +48,7 @@ from jitnet_jax.data.label_store import (
 from jitnet_jax.data.video import count_frames, probe, read_videos
 from jitnet_jax.host_memory import keep_freed_memory
 from jitnet_jax.io import lock_output
+from teacher.backends import BACKENDS
 from teacher.class_groups import (
     STREAM_GROUPS,
     ClassGroups,
@@ -668,7 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="video file (with --teacher, --tf-export or --detectron); repeat for several stores",
     )
-    src.add_argument("--teacher", choices=["yolov8_seg", "deeplab"], help="TFLite teacher backend")
+    src.add_argument("--teacher", choices=sorted(BACKENDS), help="TFLite teacher backend (docs/teachers.md)")
     src.add_argument(
         "--model", type=Path, help="TFLite model for --teacher (default: $JITNET_DATA/models/...)"
     )
