@@ -431,7 +431,11 @@ def _finish_live(
         scored=audit_mask(result.per_frame["frame"], args.audit_every),
     )
     total_s = time.perf_counter() - args.started - result.audit_wall_s  # end to end, audit taken out
-    summary.update(live_summary(result, args.audit_every, info.class_names, total_s))
+    from jitnet_jax.eval.measured_costs import machine, time_predict
+
+    # The student's predict, timed after the run (not in total_s), for the bound teacher ms / predict ms.
+    predict_ms, _ = time_predict(cfg.online.student, info.height, info.width, state=result.state.student)
+    summary.update(live_summary(result, args.audit_every, info.class_names, total_s, predict_ms, machine()))
     summary["stream"] = info.name
     summary["teacher_delay_frames"] = cfg.online.teacher_delay
     if (out / "teacher_latency.json").exists():  # --teacher-delay auto

@@ -191,6 +191,28 @@ def _median_ms(fn: Callable[[], Any], repeats: int, block: Callable[[Any], Any])
     return float(np.median(times)), times
 
 
+def time_predict(
+    model: Any, height: int, width: int, repeats: int = 20, state: Any = None, seed: int = 0
+) -> tuple[float, list[float]]:
+    """Median ms of one student prediction of one ``height x width`` frame (jitted, after one untimed call),
+    and the samples.
+
+    Args:
+      model: a :class:`~jitnet_jax.config.StudentConfig`; state: its ``StudentState`` (None: a fresh one;
+        the time does not depend on the weights).
+    """
+    import jax
+
+    from jitnet_jax.student.step import init_state, jit_predict
+
+    frame = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    if state is None:
+        state = init_state(jax.random.key(seed), model, (height, width))
+    pred = jit_predict(model)
+    jax.block_until_ready(pred(state, frame))
+    return _median_ms(lambda: pred(state, frame), repeats, jax.block_until_ready)
+
+
 def time_student(
     model: Any,
     height: int,
@@ -216,16 +238,14 @@ def time_student(
     import jax.numpy as jnp
 
     from jitnet_jax.online.engine import Knobs, OnlineConfig, init_replay, replay_push, teacher_updates
-    from jitnet_jax.student.step import init_state, jit_predict
+    from jitnet_jax.student.step import init_state
 
     rng = np.random.default_rng(seed)
     frame = jnp.asarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
     label = jnp.asarray(rng.integers(0, model.model.num_classes, (height, width)).astype(np.int32))
     weight = jnp.ones((height, width), jnp.float32)
     state = init_state(jax.random.key(seed), model, (height, width))
-    pred = jit_predict(model)
-    jax.block_until_ready(pred(state, frame))
-    predict_ms, predict_samples = _median_ms(lambda: pred(state, frame), repeats, jax.block_until_ready)
+    predict_ms, predict_samples = time_predict(model, height, width, repeats, state, seed)
     update_ms: dict[int, float] = {}
     update_samples: dict[int, list[float]] = {}
     for b in sorted(set(int(x) for x in batches)):
