@@ -61,7 +61,7 @@ def make_store(s: Settings, stream: str) -> Path:
 
 
 def stream_frames(
-    lvs: Path, streams: Sequence[str], height: int, width: int, per_stream: int = 9, start: int = 100
+    lvs: Path, streams: Sequence[str], height: int, width: int, per_stream: int = 16, start: int = 100
 ) -> list[np.ndarray]:
     """``per_stream`` consecutive frames (uint8 ``[height, width, 3]``, from frame ``start``, else the first)
     of each plain stream, resized as the table reads them: the frames the measured costs are timed on."""

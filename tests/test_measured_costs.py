@@ -44,9 +44,9 @@ def test_speedup_uses_the_measured_costs_per_kind() -> None:
 
 
 def test_overall_speedup_costs_each_update_with_its_own_batch() -> None:
-    part = lambda n, t, u, b: {
-        "summary": {"frames": n, "teacher_frames": t, "updates": u, "frames_per_update": b}
-    }  # noqa: E731
+    def part(n: int, t: int, u: int, b: int) -> dict:
+        return {"summary": {"frames": n, "teacher_frames": t, "updates": u, "frames_per_update": b}}
+
     results = {
         "streams": {
             "a": {"methods": {"on": part(100, 10, 5, 4), "fl": part(100, 10, 0, 1)}},
@@ -109,8 +109,8 @@ def test_measure_costs_times_each_cost_once_with_a_stubbed_clock(monkeypatch) ->
         assert (h, w, list(batches)) == (18, 32, [1, 4])
         return {"predict_ms": 2.0, "update_ms": {1: 6.0, 4: 20.0}}
 
-    c = mc.measure_costs(frames, teacher, "stub", None, (1, 4), flow=flow, timer_student=student)
-    assert seen == {"teacher": 4, "flow": 4}  # one untimed call each, then 3 timed
+    c = mc.measure_costs(frames, teacher, "stub", None, (1, 4), flow=flow, timer_student=student, warmup=2)
+    assert seen == {"teacher": 5, "flow": 5}  # two untimed calls each, then 3 timed
     assert c.teacher_ms == pytest.approx(5.0) and c.flow_ms == pytest.approx(5.0)
     assert (c.predict_ms, c.update_ms, c.height, c.width, c.teacher) == (
         2.0,

@@ -274,11 +274,13 @@ def time_student(
     }
 
 
-def time_per_frame(fn: Callable[[int], Any], n: int) -> tuple[float, list[float]]:
-    """Mean ms of ``fn(i)`` for ``i`` in ``1..n-1`` after an untimed ``fn(0)``, and the samples."""
+def time_per_frame(fn: Callable[[int], Any], n: int, warmup: int = 3) -> tuple[float, list[float]]:
+    """Mean ms of ``fn(i)`` for ``i`` in ``1..n-1`` after ``warmup`` untimed calls of ``fn(0)``, and the
+    samples."""
     if n < 2:
         raise ValueError(f"need at least 2 frames to time, got {n}")
-    fn(0)
+    for _ in range(max(warmup, 1)):
+        fn(0)
     times = []
     for i in range(1, n):
         t0 = time.perf_counter()
@@ -296,6 +298,7 @@ def measure_costs(
     flow: Callable[[np.ndarray, np.ndarray, np.ndarray], Any] | None = None,
     repeats: int = 20,
     timer_student: Callable[..., dict[str, Any]] = time_student,
+    warmup: int = 3,
 ) -> MeasuredCosts:
     """Time the four costs once, in this process, on ``frames``.
 
@@ -308,6 +311,7 @@ def measure_costs(
       batches: the ``B`` values of the table's online methods.
       flow: ``(label uint8 [H, W], prev_frame, frame) -> label`` (None: ``flow_ms`` is NaN).
       timer_student: :func:`time_student` (tests pass a stub).
+      warmup: untimed calls of the teacher and of flow on the first frame before the timed ones.
     Raises:
       ValueError: fewer than 2 frames, or frames of different sizes (one line).
     """
@@ -316,13 +320,13 @@ def measure_costs(
     h, w = frames[0].shape[:2]
     if any(f.shape != (h, w, 3) or f.dtype != np.uint8 for f in frames):
         raise ValueError(f"measured costs: every frame must be uint8 [{h}, {w}, 3]")
-    teacher_ms, teacher_samples = time_per_frame(lambda i: teacher(frames[i]), len(frames))
+    teacher_ms, teacher_samples = time_per_frame(lambda i: teacher(frames[i]), len(frames), warmup)
     flow_ms, flow_samples = float("nan"), []
     if flow is not None:
         label = np.zeros((h, w), np.uint8)
         label[h // 4 : h // 2, w // 4 : w // 2] = 1
         flow_ms, flow_samples = time_per_frame(
-            lambda i: flow(label, frames[max(i - 1, 0)], frames[i]), len(frames)
+            lambda i: flow(label, frames[max(i - 1, 0)], frames[i]), len(frames), warmup
         )
     st = timer_student(model, h, w, batches, repeats)
     return MeasuredCosts(
