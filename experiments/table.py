@@ -268,6 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if unknown:
                 raise ValueError(f"unknown --methods {unknown}; choices: {[m.name for m in ms]}")
             ms = [m for m in ms if m.name in args.methods]
+        if args.cost_teacher != "none":  # checked before any run: the costs are measured after them
+            from teacher.backends import BACKENDS
+
+            if args.cost_teacher not in BACKENDS:
+                raise ValueError(
+                    f"unknown --cost-teacher {args.cost_teacher!r}; choose one of {sorted(BACKENDS)}"
+                )
         if args.rewrite:
             results, ms = previous_table(args.out / "table.json", ms)
         else:

@@ -188,3 +188,4 @@ def test_table_rewrite_adds_measured_speedups_beside_the_papers(tmp_path: Path) 
     assert data["settings"]["argv"] == ["old"] and "rewrite_argv" in data["settings"]
     # a costs file of another teacher is a one-line error
     assert main([*argv, "--cost-teacher", "yolov8n-seg-tta"]) == 2
+    assert main([*argv, "--cost-teacher", "maskrcnn"]) == 2
