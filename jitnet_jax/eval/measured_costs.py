@@ -317,6 +317,7 @@ def measure_costs(
     """
     if len(frames) < 2:
         raise ValueError(f"measured costs: need at least 2 frames, got {len(frames)}")
+    load_before = _loadavg()
     h, w = frames[0].shape[:2]
     if any(f.shape != (h, w, 3) or f.dtype != np.uint8 for f in frames):
         raise ValueError(f"measured costs: every frame must be uint8 [{h}, {w}, 3]")
@@ -345,8 +346,19 @@ def measure_costs(
             "predict_samples_ms": st.get("predict_samples_ms", []),
             "update_samples_ms": {str(b): v for b, v in st.get("update_samples_ms", {}).items()},
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            # 1/5/15-minute load averages before and after: a loaded machine makes every cost read high
+            "loadavg_before": load_before,
+            "loadavg_after": _loadavg(),
         },
     )
+
+
+def _loadavg() -> list[float] | None:
+    """``os.getloadavg()`` as a list, or None where the platform has none."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def load_costs(path: str | os.PathLike) -> MeasuredCosts:
