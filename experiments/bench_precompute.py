@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from teacher.backends import BACKENDS
+
 STAGES = ("decode", "teacher", "rasterise", "write", "teacher_load")
 
 
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m experiments.bench_precompute", description=__doc__)
     p.add_argument("--clips-dir", type=Path, default=None, help="folder of clips (default: the shared data)")
     p.add_argument("--clips", nargs="*", help="file names in --clips-dir (default: every video there)")
-    p.add_argument("--teacher", default="yolov8_seg", choices=["yolov8_seg", "deeplab"])
+    p.add_argument("--teacher", default="yolov8_seg", choices=sorted(BACKENDS))
     p.add_argument("--model", help="teacher model (default: from the shared data)")
     p.add_argument("--height", type=int, default=180)
     p.add_argument("--width", type=int, default=320)

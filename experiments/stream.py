@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--lvs", help="LVS root folder holding stream folders (e.g. ../shared/data/lvs_mini)")
     src.add_argument("--store", help="a precomputed label store (python -m teacher.precompute)")
     src.add_argument("--video", help="a video file; labels come from --teacher, precomputed first")
-    src.add_argument("--teacher", help="teacher backend for --video: yolov8_seg or deeplab")
+    src.add_argument(
+        "--teacher",
+        help="teacher backend for --video: yolov8_seg, deeplab, yolov8n-seg-1280 or yolov8n-seg-tta (docs/teachers.md)",
+    )
     src.add_argument("--model", help="teacher model file (default: from JITNET_DATA/models)")
     src.add_argument("--groups", help='class groups for --video, e.g. "person;car,bus,truck"')
     src.add_argument("--cache-dir", default="label_stores", help="where precomputed label stores go")
@@ -428,7 +431,11 @@ def _finish_live(
         scored=audit_mask(result.per_frame["frame"], args.audit_every),
     )
     total_s = time.perf_counter() - args.started - result.audit_wall_s  # end to end, audit taken out
-    summary.update(live_summary(result, args.audit_every, info.class_names, total_s))
+    from jitnet_jax.eval.measured_costs import machine, time_predict
+
+    # The student's predict, timed after the run (not in total_s), for the bound teacher ms / predict ms.
+    predict_ms, _ = time_predict(cfg.online.student, info.height, info.width, state=result.state.student)
+    summary.update(live_summary(result, args.audit_every, info.class_names, total_s, predict_ms, machine()))
     summary["stream"] = info.name
     summary["teacher_delay_frames"] = cfg.online.teacher_delay
     if (out / "teacher_latency.json").exists():  # --teacher-delay auto

@@ -1,7 +1,13 @@
 """The paper's per-stream table: every method on every stream, one command.
 
     python -m experiments.table --lvs ../shared/data/lvs_mini --out results/table [--streams ...]
-        [--height 180 --width 320 --max-frames N] [--methods ...] [--collect]
+        [--height 180 --width 320 --max-frames N] [--methods ...] [--collect | --rewrite]
+        [--cost-teacher yolov8_seg] [--costs PATH]
+
+Speedups are given under two cost models: the paper's V100 constants and costs measured on this machine
+(``jitnet_jax.eval.measured_costs``: the teacher named by ``--cost-teacher``, the student's predict, one update
+of B frames and flow, timed once at the table's resolution and kept in ``OUT/costs.json``, which a rerun
+reuses). ``--rewrite`` recomputes nothing: it rewrites the table files from ``OUT/table.json``.
 
 A stream may be constructed from others or segments of them (``--streams a+b+c 'a[0:400]+b'``,
 docs/scenes.md): it is named by its canonical spec, and ``table.json`` lists its scenes.
@@ -13,14 +19,19 @@ described and implemented in :mod:`jitnet_jax.eval.table` (protocol: ``docs/eval
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from jitnet_jax.compile_cache import enable_compile_cache
 from jitnet_jax.config import ModelConfig, OnlineConfig, OptimConfig, StudentConfig, override
 from jitnet_jax.data.concat import canonical_spec, is_constructed
 from jitnet_jax.data.label_store import FORMAT_VERSION as STORE_FORMAT_VERSION
+from jitnet_jax.eval.measured_costs import MeasuredCosts, load_or_measure, machine, measure_costs
 from jitnet_jax.eval.table import (
     MEASURED_TEACHER_MS,
     Settings,
@@ -29,6 +40,7 @@ from jitnet_jax.eval.table import (
     run_table,
     write_outputs,
 )
+from jitnet_jax.eval.table.methods import Method
 from jitnet_jax.host_memory import keep_freed_memory
 
 
@@ -48,6 +60,54 @@ def make_store(s: Settings, stream: str) -> Path:
     )
 
 
+def stream_frames(
+    lvs: Path, streams: Sequence[str], height: int, width: int, per_stream: int = 16, start: int = 100
+) -> list[np.ndarray]:
+    """``per_stream`` consecutive frames (uint8 ``[height, width, 3]``, from frame ``start``, else the first)
+    of each plain stream, resized as the table reads them: the frames the measured costs are timed on."""
+    from jitnet_jax.data.video_frames import VideoFrames
+    from teacher.lvs import open_stream
+
+    frames: list[np.ndarray] = []
+    for st in streams:
+        if is_constructed(st):
+            continue
+        s = open_stream(lvs, st, check_frames=False)
+        vf = VideoFrames([str(c.video) for c in s.chunks], height, width, st, ("background",), "")
+        first = start if sum(s.frame_counts) > start + per_stream else 0
+        for _, (small, _) in zip(range(per_stream), vf.frames(first)):
+            frames.append(small)
+    return frames
+
+
+def measure_table_costs(
+    args: argparse.Namespace, streams: Sequence[str], student: StudentConfig, batches: Sequence[int]
+) -> MeasuredCosts:
+    """Time the teacher ``args.cost_teacher`` (TFLite backend + rasteriser with the traffic groups), the
+    student (``student`` with 4 classes), one update of each ``B`` and flow, on the streams' frames at the
+    table's resolution, in this process."""
+    import dataclasses
+
+    from teacher.backends import make_teacher
+    from teacher.flow import have_opencv, warp_label
+    from teacher.live import backend_labeller
+    from teacher.precompute import DEFAULT_VIDEO_GROUPS, RasterParams
+
+    frames = stream_frames(args.lvs, streams, args.height, args.width)
+    backend = make_teacher(args.cost_teacher)
+    label = backend_labeller(backend, args.height, args.width, DEFAULT_VIDEO_GROUPS, RasterParams())
+    model = dataclasses.replace(student, model=dataclasses.replace(student.model, num_classes=4)).validate()
+    print(f"measuring the cost model on {len(frames)} frames ({machine()})", file=sys.stderr, flush=True)
+    return measure_costs(
+        frames,
+        lambda f: label(0, f),
+        args.cost_teacher,
+        model,
+        batches,
+        flow=warp_label if have_opencv() else None,
+    )
+
+
 def check_stream(lvs: Path, stream: str) -> str:
     """``stream`` as the table names it: a plain stream whose folder is in ``lvs``, or a constructed
     stream's canonical spec after its parts are checked (``teacher.sources.check_lvs_spec``).
@@ -62,6 +122,28 @@ def check_stream(lvs: Path, stream: str) -> str:
     if not (lvs / stream).is_dir():
         raise ValueError(f"{lvs / stream}: stream folder not found")
     return stream
+
+
+def previous_table(path: Path, ms: Sequence[Method]) -> tuple[dict[str, Any], list[Method]]:
+    """The results stored in a ``table.json`` (with its ``settings``) and the methods of ``ms`` that it
+    holds, in ``ms``'s order.
+
+    Raises:
+      ValueError: unreadable file, no ``streams``, or a method the catalogue does not know (one line).
+    """
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable table ({' '.join(str(e).split())})") from None
+    streams = data.get("streams") if isinstance(data, dict) else None
+    if not isinstance(streams, dict) or not streams:
+        raise ValueError(f"{path}: no field streams (not a table.json)")
+    held = {name for p in streams.values() for name in p.get("methods", {})}
+    unknown = sorted(held - {m.name for m in ms})
+    if unknown:
+        raise ValueError(f"{path}: methods {unknown} are not in the catalogue (or not in --methods)")
+    results = {"streams": streams, "missing": data.get("missing", []), "settings": data.get("settings", {})}
+    return results, [m for m in ms if m.name in held]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--collect",
         action="store_true",
         help="compute nothing: write the table from the parts already cached (missing cells stay empty)",
+    )
+    p.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="compute no part: rewrite the table files from OUT/table.json (e.g. to add the measured costs)",
+    )
+    p.add_argument(
+        "--cost-teacher",
+        default="yolov8_seg",
+        help="TFLite teacher timed for the measured cost model (teacher.backends; 'none': no measured model)",
+    )
+    p.add_argument(
+        "--costs", type=Path, help="measured costs file (default: OUT/costs.json; reused if present)"
     )
     return p
 
@@ -173,7 +268,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             if unknown:
                 raise ValueError(f"unknown --methods {unknown}; choices: {[m.name for m in ms]}")
             ms = [m for m in ms if m.name in args.methods]
-        results = run_table(s, streams, ms)
+        if args.cost_teacher != "none":  # checked before any run: the costs are measured after them
+            from teacher.backends import BACKENDS
+
+            if args.cost_teacher not in BACKENDS:
+                raise ValueError(
+                    f"unknown --cost-teacher {args.cost_teacher!r}; choose one of {sorted(BACKENDS)}"
+                )
+        if args.rewrite:
+            results, ms = previous_table(args.out / "table.json", ms)
+        else:
+            results = run_table(s, streams, ms)
+        costs = None
+        if args.cost_teacher != "none":
+            batches = sorted({m.replay_batch if m.replay_size else 1 for m in ms if m.student} | {1})
+            costs, fresh = load_or_measure(
+                args.costs or args.out / "costs.json",
+                lambda: measure_table_costs(args, streams, online.student, batches),
+            )
+            if not fresh and costs.teacher != args.cost_teacher:
+                raise ValueError(
+                    f"{args.costs or args.out / 'costs.json'}: holds the costs of teacher {costs.teacher}, not "
+                    f"--cost-teacher {args.cost_teacher}; delete it to measure again"
+                )
         settings_json = {
             **s.common_key(),
             "streams": streams,
@@ -187,7 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "pretrain_loo": [s.pretrain_epochs, s.pretrain_every, s.pretrain_max_per_stream],
             "argv": list(argv or sys.argv[1:]),
         }
-        write_outputs(s, results, ms, settings_json)
+        if args.rewrite:  # the settings of the run that computed the parts, and how they were rewritten
+            settings_json = {**results.pop("settings"), "rewrite_argv": list(argv or sys.argv[1:])}
+        write_outputs(s, results, ms, settings_json, costs)
     except (ValueError, OSError) as e:
         print(f"error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
         return 2

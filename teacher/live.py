@@ -309,7 +309,9 @@ def open_live(
     from teacher.precompute import RasterParams, _groups
 
     if not teacher:
-        raise DataError("--live needs --teacher yolov8_seg|deeplab")
+        raise DataError(
+            "--live needs --teacher NAME (yolov8_seg, deeplab, yolov8n-seg-1280, yolov8n-seg-tta)"
+        )
     if (video is None) == (lvs is None):
         raise DataError("--live needs exactly one of --video PATH or --lvs DIR --stream NAME")
     if lvs is not None:

@@ -3,7 +3,7 @@
 Sources (exactly one):
 
 * ``--lvs DIR --stream NAME``: an LVS stream folder (video chunks + ``detectron_large_mask_rcnn_1_*.npy``);
-* ``--video PATH --teacher {yolov8_seg,deeplab} [--model PATH]``: a real TFLite teacher on every frame;
+* ``--video PATH --teacher NAME [--model PATH]``: a real TFLite teacher (``teacher.backends.BACKENDS``) on every frame;
 * ``--video PATH --tf-export PATH``: TF Object Detection API per-frame outputs;
 * ``--video PATH --detectron PATH``: Detectron2-style per-frame outputs.
 
@@ -48,6 +48,7 @@ from jitnet_jax.data.label_store import (
 from jitnet_jax.data.video import count_frames, probe, read_videos
 from jitnet_jax.host_memory import keep_freed_memory
 from jitnet_jax.io import lock_output
+from teacher.backends import BACKENDS
 from teacher.class_groups import (
     STREAM_GROUPS,
     ClassGroups,
@@ -615,7 +616,7 @@ def ensure_store(out: str | os.PathLike | None = None, *, progress: bool = True,
     Exactly one source:
       * ``lvs=DIR, stream=NAME``: LVS stream folder ``DIR/NAME`` (class groups default to ``DIR/streams.json``
         or the paper's groups for the stream);
-      * ``video=PATH, teacher="yolov8_seg" | "deeplab"`` (``model`` defaults to ``$JITNET_DATA/models/...``);
+      * ``video=PATH, teacher=NAME`` (a ``teacher.backends.BACKENDS`` name) (``model`` defaults to ``$JITNET_DATA/models/...``);
       * ``video=PATH, tf_export=PATH`` or ``video=PATH, detectron=PATH``.
     For video sources ``stream`` defaults to the video's file stem and ``groups`` to the stream's known
     groups (``teacher.class_groups.STREAM_GROUPS``), else :data:`DEFAULT_VIDEO_GROUPS`
@@ -668,7 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="video file (with --teacher, --tf-export or --detectron); repeat for several stores",
     )
-    src.add_argument("--teacher", choices=["yolov8_seg", "deeplab"], help="TFLite teacher backend")
+    src.add_argument("--teacher", choices=sorted(BACKENDS), help="TFLite teacher backend (docs/teachers.md)")
     src.add_argument(
         "--model", type=Path, help="TFLite model for --teacher (default: $JITNET_DATA/models/...)"
     )

@@ -439,6 +439,11 @@ def format_live_summary(summary: dict[str, Any]) -> str:
         f"{'speedup (real)':<22}{t['speedup_real']:>7.2f}x",
         f"{'speedup (cost model)':<22}{t['speedup_cost_model']:>7.2f}x",
     ]
+    if t.get("speedup_bound") is not None:
+        lines.append(
+            f"{'speedup bound':<22}{t['speedup_bound']:>7.2f}x  (teacher ms / student predict ms = "
+            f"{t['teacher_ms_per_frame']:.1f} / {t['student_predict_ms']:.1f}; {t.get('machine', '')})"
+        )
     if t["audit_every"]:
         lines.append(
             f"{'audit (not counted)':<22}{t['audit_s']:>7.1f}s  ({t['audit_calls']} teacher calls, "
@@ -451,19 +456,30 @@ def format_live_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def live_summary(result: LiveResult, audit_every: int, class_names: tuple[str, ...], total_s: float) -> dict:
-    """Live-mode figures: teacher cost, real speedup and (only with an audit) accuracy.
+def live_summary(
+    result: LiveResult,
+    audit_every: int,
+    class_names: tuple[str, ...],
+    total_s: float,
+    predict_ms: float | None = None,
+    machine: str = "",
+) -> dict:
+    """Live-mode figures: teacher cost, real speedup, its bound and (only with an audit) accuracy.
 
     Args:
       result: the run.
       audit_every: K of the audit (0: none).
       class_names: the stream's classes.
       total_s: the run's end-to-end wall time (process work from start to outputs) without the audit.
+      predict_ms: the student's prediction of one frame, measured on this machine (None: no bound).
+      machine: this machine's name, recorded with the bound.
     Returns:
       ``teacher_calls``, ``teacher_ms_per_frame`` (mean over the calls of this run; the audit calls when
       there are any, since they run with the device idle, else the training calls), ``full_teacher_s``
       (that times the frames), ``live_total_s``, ``speedup_real`` (``full_teacher_s / live_total_s``),
-      ``audit_calls``/``audit_s``, ``reused_labels``, ``syncs``, and ``audit_miou``/``audit_class_iou``
+      ``audit_calls``/``audit_s``, ``reused_labels``, ``syncs``, ``student_predict_ms`` and
+      ``speedup_bound`` (teacher ms per frame / student predict ms: no run that predicts every frame with
+      the student can be faster), and ``audit_miou``/``audit_class_iou``
       over the audited frames, or ``accuracy: "not measured"`` without an audit.
     """
     pf = result.per_frame
@@ -489,6 +505,9 @@ def live_summary(result: LiveResult, audit_every: int, class_names: tuple[str, .
         "reused_labels": int(result.reused),
         "syncs": int(result.syncs),
         "loop_s": float(result.loop_s),
+        "student_predict_ms": predict_ms,
+        "speedup_bound": ms / predict_ms if predict_ms else None,
+        "machine": machine,
     }
     if audit_every:
         sel = audit_mask(pf["frame"], audit_every)

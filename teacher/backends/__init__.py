@@ -30,6 +30,9 @@ class Teacher(Protocol):
 BACKENDS: dict[str, tuple[str, str, str]] = {
     "yolov8_seg": ("teacher.backends.yolov8_seg", "YoloV8Seg", "yolov8n-seg_int8.tflite"),
     "deeplab": ("teacher.backends.deeplab", "DeepLabVOC", "deeplabv3_mnv2_pascal_quant.tflite"),
+    # heavier teachers from the same YOLOv8n-seg model (teacher.backends.yolov8_multi, docs/teachers.md)
+    "yolov8n-seg-1280": ("teacher.backends.yolov8_multi", "YoloV8Seg1280", "yolov8n-seg_int8.tflite"),
+    "yolov8n-seg-tta": ("teacher.backends.yolov8_multi", "YoloV8SegTTA", "yolov8n-seg_int8.tflite"),
 }
 
 

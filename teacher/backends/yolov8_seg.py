@@ -96,6 +96,26 @@ class YoloV8Seg:
     def __call__(self, frame: np.ndarray) -> Instances:
         h, w = frame.shape[:2]
         canvas, r, top, left = letterbox(frame, INPUT, 114)
+        xyxy, classes, scores, masks = self.detect(canvas)
+        if len(classes) == 0:
+            return Instances.empty(MASK)
+        # Boxes back to the original frame, normalised (y1, x1, y2, x2).
+        x1 = np.clip((xyxy[:, 0] - left) / r / w, 0, 1)
+        x2 = np.clip((xyxy[:, 2] - left) / r / w, 0, 1)
+        y1 = np.clip((xyxy[:, 1] - top) / r / h, 0, 1)
+        y2 = np.clip((xyxy[:, 3] - top) / r / h, 0, 1)
+        boxes = np.stack([y1, x1, y2, x2], 1).astype(np.float32)
+        return Instances(
+            boxes, (classes + 1).astype(np.int32), scores.astype(np.float32), masks.astype(np.float32)
+        )
+
+    def detect(self, canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One model call on a ``640 x 640`` canvas (uint8 ``[640, 640, 3]``) with NMS and box masks.
+
+        Returns:
+          ``(xyxy float32 [N, 4] in canvas pixels (x1, y1, x2, y2), classes int [N] (COCO 0..79),
+          scores float32 [N], masks float32 [N, 28, 28] over each box)``; N = 0 when nothing passes ``conf``.
+        """
         self.it.set_tensor(self.input_index, (canvas.astype(np.float32) / 255.0)[None])
         self.it.invoke()
         pred = self.it.get_tensor(self.det_index)[0].T  # [8400, 116]
@@ -105,7 +125,12 @@ class YoloV8Seg:
         scores = cls_scores[np.arange(len(classes)), classes]
         sel = scores >= self.conf
         if not sel.any():
-            return Instances.empty(MASK)
+            return (
+                np.zeros((0, 4), np.float32),
+                np.zeros(0, np.int64),
+                np.zeros(0, np.float32),
+                np.zeros((0, MASK, MASK), np.float32),
+            )
         pred, classes, scores = pred[sel], classes[sel], scores[sel]
         cx, cy, bw, bh = (pred[:, k] * INPUT for k in range(4))  # pixels on the 640 canvas
         xyxy = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
@@ -126,12 +151,4 @@ class YoloV8Seg:
         right_c = lr[n_idx, m_idx, xi1[:, None, :]]
         logits = left_c * (1 - xf)[:, None, :] + right_c * xf[:, None, :]
         masks = 1.0 / (1.0 + np.exp(-logits))
-        # Boxes back to the original frame, normalised (y1, x1, y2, x2).
-        x1 = np.clip((xyxy[:, 0] - left) / r / w, 0, 1)
-        x2 = np.clip((xyxy[:, 2] - left) / r / w, 0, 1)
-        y1 = np.clip((xyxy[:, 1] - top) / r / h, 0, 1)
-        y2 = np.clip((xyxy[:, 3] - top) / r / h, 0, 1)
-        boxes = np.stack([y1, x1, y2, x2], 1).astype(np.float32)
-        return Instances(
-            boxes, (classes + 1).astype(np.int32), scores.astype(np.float32), masks.astype(np.float32)
-        )
+        return xyxy.astype(np.float32), classes, scores.astype(np.float32), masks.astype(np.float32)

@@ -31,7 +31,10 @@ Methods (columns; ``--methods`` picks a subset):
 Cells are "mIoU (speedup x, teacher %)": stream-level foreground mIoU against the teacher's labels on all
 frames, the cost-model speedup over running the teacher on every frame (paper costs: teacher 300 ms,
 student inference 7 ms, update 30 ms; 0 student cost for label hold, the measured flow time for flow) and
-the fraction of frames the teacher ran on. ``table.json`` also holds the measured speedup (this CPU's
+the fraction of frames the teacher ran on. With measured costs (:mod:`jitnet_jax.eval.measured_costs`,
+``OUT/costs.json``: teacher, student predict, update of B frames and flow timed on this machine) each cell
+also holds the speedup under them ("mIoU (paper x / measured x, teacher %)") and the claims read the
+accuracy-speedup front under both models. ``table.json`` also holds the measured speedup (this CPU's
 wall time of the method against ``--teacher-ms`` per teacher frame), class IoUs, updates and the
 temporal stability (flip rate on static pixels, ``jitnet_jax.eval.baselines``) of the teacher and every method.
 

@@ -106,3 +106,73 @@ def claims_markdown(c: dict[str, Any], ov: dict[str, Any]) -> str:
         )
         lines.append(f"- online front (mIoU @ teacher %, overall): {pts}")
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def speed_claims(
+    ov: dict[str, Any], ms: Sequence[Method], speedups: dict[str, float]
+) -> dict[str, Any] | None:
+    """Online against flow δ16 on the accuracy-speedup front under one cost model.
+
+    Args:
+      ov: the Overall row (``miou`` per method).
+      ms: the table's methods.
+      speedups: overall speedup of each method under the model.
+    Returns:
+      None without ``flow_d16`` or online settings; else ``{"flow_d16": {"miou", "speedup"},
+      "as_accurate_fastest"`` (the fastest online setting at least as accurate, or None),
+      ``"as_fast_most_accurate"`` (the most accurate online setting at least as fast, or None),
+      ``"fastest_online"``, ``"answer"`` (an online setting at least as accurate *and* as fast exists) and
+      ``"front"`` (online, label hold and flow columns not dominated in (higher mIoU, higher speedup),
+      by speedup)``}``; each setting as ``{"name", "miou", "speedup"}``.
+    """
+    online = [m.name for m in ms if m.kind == "online" and m.name in ov and m.name in speedups]
+    if "flow_d16" not in ov or "flow_d16" not in speedups or not online:
+        return None
+    fm, fs = ov["flow_d16"]["miou"], speedups["flow_d16"]
+
+    def pt(n: str | None) -> dict[str, Any] | None:
+        return None if n is None else {"name": n, "miou": ov[n]["miou"], "speedup": speedups[n]}
+
+    accurate = [n for n in online if ov[n]["miou"] >= fm]
+    fast = [n for n in online if speedups[n] >= fs]
+    pool = [
+        m.name for m in ms if m.name in speedups and m.name in ov and m.kind in ("online", "hold", "flow")
+    ]
+    front = [
+        n
+        for n in pool
+        if not any(
+            ov[o]["miou"] >= ov[n]["miou"]
+            and speedups[o] >= speedups[n]
+            and (ov[o]["miou"], speedups[o]) != (ov[n]["miou"], speedups[n])
+            for o in pool
+        )
+    ]
+    return {
+        "flow_d16": {"miou": fm, "speedup": fs},
+        "as_accurate_fastest": pt(max(accurate, key=lambda n: speedups[n], default=None)),
+        "as_fast_most_accurate": pt(max(fast, key=lambda n: ov[n]["miou"], default=None)),
+        "fastest_online": pt(max(online, key=lambda n: speedups[n])),
+        "answer": any(n in fast for n in accurate),
+        "front": [pt(n) for n in sorted(front, key=lambda n: speedups[n])],
+    }
+
+
+def speed_claims_markdown(c: dict[str, Any] | None, model: str) -> str:
+    """One markdown bullet of :func:`speed_claims` under ``model`` (e.g. "the paper's V100 costs")."""
+    if c is None:
+        return ""
+
+    def fmt(p: dict[str, Any] | None) -> str:
+        return "none" if p is None else f"`{p['name']}` {p['miou']:.3f} at {p['speedup']:.1f}x"
+
+    f = c["flow_d16"]
+    verdict = "YES" if c["answer"] else "NO"
+    front = ", ".join(fmt(p) for p in c["front"])
+    return (
+        f"- under {model}: is an online setting at least as accurate as flow δ16 ({f['miou']:.3f} at "
+        f"{f['speedup']:.1f}x) and at least as fast? **{verdict}**. Fastest online setting at least as "
+        f"accurate: {fmt(c['as_accurate_fastest'])}; most accurate at least as fast: "
+        f"{fmt(c['as_fast_most_accurate'])}; fastest online: {fmt(c['fastest_online'])}. Front (mIoU, "
+        f"speedup; online, hold, flow): {front}\n"
+    )
