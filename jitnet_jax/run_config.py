@@ -80,6 +80,15 @@ def add_config_flags(run: Any) -> None:
     )
     run.add_argument("--replay-batch", type=int, metavar="B", help="frames per update with --replay (2..R+1)")
     run.add_argument(
+        "--zoo-size", type=int, metavar="Z", help="keep up to Z earlier students on the device (0: none)"
+    )
+    run.add_argument(
+        "--zoo-margin", type=float, help="min-IoU margin by which a zoo member must beat the student"
+    )
+    run.add_argument(
+        "--zoo-store-after", type=int, metavar="S", help="store the student after S passed checks in a row"
+    )
+    run.add_argument(
         "--teacher-delay",
         type=delay_arg,
         metavar="D|auto",
@@ -120,6 +129,9 @@ _FLAG_FIELDS = {
     "replay": "online.replay_size",
     "replay_batch": "online.replay_batch",
     "teacher_delay": "online.teacher_delay",
+    "zoo_size": "online.zoo_size",
+    "zoo_margin": "online.zoo_margin",
+    "zoo_store_after": "online.zoo_store_after",
     "optimizer": "online.student.optim.name",
     "lr": "online.student.optim.lr",
     "momentum": "online.student.optim.momentum",
