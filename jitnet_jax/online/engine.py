@@ -54,17 +54,16 @@ import jax.numpy as jnp
 
 from jitnet_jax.config import OnlineConfig, StudentConfig
 from jitnet_jax.data.types import REGION_BACKGROUND, REGION_BOX
-from jitnet_jax.student.metrics import confusion_matrix
+from jitnet_jax.student.metrics import confusion_matrix, smoothed_min_iou
 from jitnet_jax.student.step import (
     StudentState,
     apply_grads,
+    apply_model,
     batch_grads,
     forward_check,
-    apply_model,
     init_state,
     predict,
 )
-from jitnet_jax.student.metrics import smoothed_min_iou
 
 __all__ = [
     "BRANCHES",
