@@ -161,6 +161,7 @@ class OnlineConfig:
         it and the student continues from the best member if that beats it by ``zoo_margin``
         (docs/zoo.md).
       zoo_margin: smoothed min-class IoU by which the best member must beat the student to replace it.
+      zoo_need_pass: the best member must also pass the check (``> a_thr``) to replace the student.
       zoo_store_after: the student enters the zoo after this many consecutive teacher frames whose check
         passed, if it was updated since it was last stored or loaded and no member already passes the frame.
     """
@@ -178,6 +179,7 @@ class OnlineConfig:
     teacher_delay: int = 0
     zoo_size: int = 0
     zoo_margin: float = 0.05
+    zoo_need_pass: bool = True
     zoo_store_after: int = 4
 
     def validate(self) -> OnlineConfig:

@@ -86,6 +86,12 @@ def add_config_flags(run: Any) -> None:
         "--zoo-margin", type=float, help="min-IoU margin by which a zoo member must beat the student"
     )
     run.add_argument(
+        "--zoo-need-pass",
+        type=_bool_arg,
+        metavar="0|1",
+        help="a zoo member replaces the student only if it also passes the check (default 1)",
+    )
+    run.add_argument(
         "--zoo-store-after", type=int, metavar="S", help="store the student after S passed checks in a row"
     )
     run.add_argument(
@@ -103,6 +109,15 @@ def add_config_flags(run: Any) -> None:
         metavar="PATH=VALUE",
         help="override any config field, e.g. online.student.model.width_multiplier=0.25",
     )
+
+
+def _bool_arg(text: str) -> bool:
+    """A 0/1 (or false/true) flag value."""
+    if text.lower() in ("1", "true"):
+        return True
+    if text.lower() in ("0", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected 0 or 1, got {text!r}")
 
 
 def delay_arg(text: str) -> int | str:
@@ -132,6 +147,7 @@ _FLAG_FIELDS = {
     "zoo_size": "online.zoo_size",
     "zoo_margin": "online.zoo_margin",
     "zoo_store_after": "online.zoo_store_after",
+    "zoo_need_pass": "online.zoo_need_pass",
     "optimizer": "online.student.optim.name",
     "lr": "online.student.optim.lr",
     "momentum": "online.student.optim.momentum",

@@ -36,7 +36,8 @@ paper's loop.
 **Zoo** (beyond the paper; ``OnlineConfig.zoo_size = Z > 0``, docs/zoo.md): the state carries up to ``Z``
 earlier students (parameters and BatchNorm statistics, a leading axis ``Z``; :class:`Zoo`). When the first
 check of a teacher frame fails, the filled members are scored on the frame (forward passes only, ``vmap``
-over ``Z``, the check's metric) and, if the best beats the student by ``zoo_margin``, the student continues
+over ``Z``, the check's metric) and, if the best beats the student by ``zoo_margin`` (and, with
+``zoo_need_pass``, the default, passes ``a_thr`` itself), the student continues
 from it (its optimiser state is kept) and the update loop checks it again instead of updating. After the
 teacher step the student is stored (into an empty slot, else the least recently used one) once
 ``zoo_store_after`` teacher frames in a row passed their check, if it was updated since it was last
@@ -181,7 +182,7 @@ class Zoo:
       forward: int32, the zoo's forward passes so far (scorings, ``Z`` each, and one more per switch: the
         failed check that the switch replaced takes no update); ``switches``, ``stores``: int32 counts.
         The per-frame stats are their differences (:data:`ZOO_STATS`).
-      margin: ``zoo_margin`` (static); store_after: ``zoo_store_after`` (static).
+      margin: ``zoo_margin``; store_after: ``zoo_store_after``; need_pass: ``zoo_need_pass`` (static).
     """
 
     params: Any
@@ -195,6 +196,7 @@ class Zoo:
     stores: jnp.ndarray
     margin: float = flax.struct.field(pytree_node=False, default=0.05)
     store_after: int = flax.struct.field(pytree_node=False, default=4)
+    need_pass: bool = flax.struct.field(pytree_node=False, default=True)
 
     @property
     def size(self) -> int:
@@ -287,6 +289,7 @@ def init_zoo(cfg: OnlineConfig, student: StudentState) -> Zoo | None:
         stores=zero(),
         margin=float(cfg.zoo_margin),
         store_after=int(cfg.zoo_store_after),
+        need_pass=bool(cfg.zoo_need_pass),
     )
 
 
@@ -498,7 +501,8 @@ def _update_loop(
     now: jnp.ndarray | int = 0,
 ) -> tuple[StudentState, jnp.ndarray, jnp.ndarray, jnp.ndarray, Zoo | None]:
     """:func:`teacher_updates` with the zoo's switch: when the frame's first check fails, the filled
-    members are scored on it and, if the best beats the check by ``zoo.margin``, that pass loads it
+    members are scored on it and, if the best beats the check by ``zoo.margin`` (and with
+    ``zoo.need_pass`` passes ``a_thr`` itself), that pass loads it
     instead of updating (no update counted; the next pass checks it). ``now``: int32 teacher frames so
     far (the loaded member's ``used``). Returns ``(student, pred, updates, acc, zoo)``; with ``zoo``
     None the loop is exactly :func:`teacher_updates`'s."""
@@ -528,6 +532,8 @@ def _update_loop(
         scores = _zoo_score_if(cfg, z, score, frame, label)
         j = jnp.argmax(scores)
         switch = score & (scores[j] > aux["min_iou"] + z.margin)
+        if z.need_pass:
+            switch = switch & (scores[j] > knobs.a_thr)
         branch = jnp.where(passed, 0, jnp.where(switch, 1, 2))
         s = jax.lax.switch(
             branch,

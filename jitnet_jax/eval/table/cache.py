@@ -76,6 +76,7 @@ def online_key(ocfg: OnlineConfig) -> dict[str, Any]:
     if not d.get("zoo_size"):
         d.pop("zoo_margin", None)
         d.pop("zoo_store_after", None)
+        d.pop("zoo_need_pass", None)
     return {k: v for k, v in d.items() if not (k in NEUTRAL_ONLINE and v == NEUTRAL_ONLINE[k])}
 
 
