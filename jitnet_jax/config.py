@@ -180,7 +180,7 @@ class OnlineConfig:
     zoo_size: int = 0
     zoo_margin: float = 0.05
     zoo_need_pass: bool = True
-    zoo_store_after: int = 4
+    zoo_store_after: int = 2
 
     def validate(self) -> OnlineConfig:
         self.student.validate()

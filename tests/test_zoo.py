@@ -83,9 +83,11 @@ def step_case():
     frame = jnp.asarray(SyntheticStream(1, H, W, seed=3).render(0)[0])
     member = init_state(jax.random.key(1), STEP.student, (H, W))
     current = init_state(jax.random.key(2), STEP.student, (H, W))
-    step = jax.jit(
-        lambda s, y: teacher_step(STEP.student, Knobs.from_config(STEP), s, frame, y, jnp.ones((H, W)))
-    )
+    fn = jax.jit(lambda s, y, kn: teacher_step(STEP.student, kn, s, frame, y, jnp.ones((H, W))))
+
+    def step(s, y, a_thr: float = STEP.a_thr):
+        return fn(s, y, Knobs.from_config(dataclasses.replace(STEP, a_thr=a_thr)))
+
     return frame, member, current, step
 
 
@@ -114,6 +116,10 @@ def test_a_failed_check_switches_to_a_better_member(step_case) -> None:
     np.testing.assert_array_equal(np.asarray(pred), np.asarray(label))
     _assert_trees_equal(s.student.params, member.params)
     _assert_trees_equal(s.student.opt_state, current.opt_state)
+    # zoo_need_pass: a member that beats the student but does not pass a_thr (1.0: nothing passes) is
+    # not loaded
+    s, _, k, _ = step(_with_member(init_online_state(current, STEP), member), label, a_thr=1.0)
+    assert int(s.zoo.switches) == 0 and int(s.zoo.forward) == STEP.zoo_size and int(k) == STEP.u_max
     # an empty zoo: nothing scored, the student trains as without a zoo
     s, _, k, _ = step(init_online_state(current, STEP), label)
     assert int(s.zoo.switches) == 0 and int(s.zoo.forward) == 0 and int(k) == STEP.u_max

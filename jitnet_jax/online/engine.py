@@ -195,7 +195,7 @@ class Zoo:
     switches: jnp.ndarray
     stores: jnp.ndarray
     margin: float = flax.struct.field(pytree_node=False, default=0.05)
-    store_after: int = flax.struct.field(pytree_node=False, default=4)
+    store_after: int = flax.struct.field(pytree_node=False, default=2)
     need_pass: bool = flax.struct.field(pytree_node=False, default=True)
 
     @property
