@@ -36,6 +36,7 @@ from jitnet_jax.data.types import StreamSource
 from jitnet_jax.eval.summary import summarize_run
 from jitnet_jax.host_memory import keep_freed_memory
 from jitnet_jax.io import atomic_write_text, lock_output
+from jitnet_jax.online.rows import ZOO_KEYS
 from jitnet_jax.online.runner import StreamResult, run_stream
 from jitnet_jax.run_config import REAL_STREAM_INIT, RunConfig, add_config_flags, make_config, real_stream
 from teacher.sources import open_source
@@ -102,9 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def write_per_frame_csv(path: Path, per_frame: dict[str, np.ndarray], class_names: tuple[str, ...]) -> None:
-    """One row per frame: frame, teacher, updates, delta, acc, then tp/fp/fn per class."""
+    """One row per frame: frame, teacher, updates, delta, acc, then tp/fp/fn per class (with a zoo, then its
+    forward passes, switches and stores)."""
     cols = ["frame", "teacher", "updates", "delta", "acc"]
-    header = cols + [f"{k}_{c}" for c in class_names for k in ("tp", "fp", "fn")]
+    zoo = [k for k in ZOO_KEYS if k in per_frame]
+    header = cols + [f"{k}_{c}" for c in class_names for k in ("tp", "fp", "fn")] + zoo
     lines = [",".join(header)]
     for i in range(len(per_frame["frame"])):
         row = [
@@ -116,6 +119,7 @@ def write_per_frame_csv(path: Path, per_frame: dict[str, np.ndarray], class_name
         ]
         for j in range(len(class_names)):
             row += [str(int(per_frame[k][i, j])) for k in ("tp", "fp", "fn")]
+        row += [str(int(per_frame[k][i])) for k in zoo]
         lines.append(",".join(row))
     atomic_write_text(path, "\n".join(lines) + "\n")
 

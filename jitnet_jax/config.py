@@ -165,6 +165,14 @@ class OnlineConfig:
       teacher_delay: ``d``, frames between running the teacher on a frame and its label reaching the
         student (a simulated teacher latency; 0 = the paper: the label is there at once). The student
         keeps predicting meanwhile and trains on the stored frame and label ``d`` frames later.
+      zoo_size: ``Z``, earlier students (parameters and BatchNorm statistics) kept on the device (beyond
+        the paper; 0 = the paper, no zoo). On a teacher frame whose first check fails the zoo is scored on
+        it and the student continues from the best member if that beats it by ``zoo_margin``
+        (docs/zoo.md).
+      zoo_margin: smoothed min-class IoU by which the best member must beat the student to replace it.
+      zoo_need_pass: the best member must also pass the check (``> a_thr``) to replace the student.
+      zoo_store_after: the student enters the zoo after this many consecutive teacher frames whose check
+        passed, if it was updated since it was last stored or loaded and no member already passes the frame.
     """
 
     student: StudentConfig = StudentConfig()
@@ -178,6 +186,10 @@ class OnlineConfig:
     replay_size: int = 0
     replay_batch: int = 1
     teacher_delay: int = 0
+    zoo_size: int = 0
+    zoo_margin: float = 0.05
+    zoo_need_pass: bool = True
+    zoo_store_after: int = 2
 
     def validate(self) -> OnlineConfig:
         self.student.validate()
@@ -208,6 +220,12 @@ class OnlineConfig:
             raise ValueError(
                 f"replay_size={self.replay_size} needs replay_batch >= 2 (the current frame plus B-1 replayed)"
             )
+        if self.zoo_size < 0:
+            raise ValueError(f"zoo_size must be >= 0, got {self.zoo_size}")
+        if not 0 <= self.zoo_margin < 1:
+            raise ValueError(f"zoo_margin must be in [0, 1), got {self.zoo_margin}")
+        if self.zoo_store_after < 1:
+            raise ValueError(f"zoo_store_after must be >= 1 teacher frames, got {self.zoo_store_after}")
         return self
 
 

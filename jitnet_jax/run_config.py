@@ -81,6 +81,21 @@ def add_config_flags(run: Any) -> None:
     )
     run.add_argument("--replay-batch", type=int, metavar="B", help="frames per update with --replay (2..R+1)")
     run.add_argument(
+        "--zoo-size", type=int, metavar="Z", help="keep up to Z earlier students on the device (0: none)"
+    )
+    run.add_argument(
+        "--zoo-margin", type=float, help="min-IoU margin by which a zoo member must beat the student"
+    )
+    run.add_argument(
+        "--zoo-need-pass",
+        type=_bool_arg,
+        metavar="0|1",
+        help="a zoo member replaces the student only if it also passes the check (default 1)",
+    )
+    run.add_argument(
+        "--zoo-store-after", type=int, metavar="S", help="store the student after S passed checks in a row"
+    )
+    run.add_argument(
         "--teacher-delay",
         type=delay_arg,
         metavar="D|auto",
@@ -101,6 +116,15 @@ def add_config_flags(run: Any) -> None:
         metavar="PATH=VALUE",
         help="override any config field, e.g. online.student.model.width_multiplier=0.25",
     )
+
+
+def _bool_arg(text: str) -> bool:
+    """A 0/1 (or false/true) flag value."""
+    if text.lower() in ("1", "true"):
+        return True
+    if text.lower() in ("0", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected 0 or 1, got {text!r}")
 
 
 def delay_arg(text: str) -> int | str:
@@ -127,6 +151,10 @@ _FLAG_FIELDS = {
     "replay": "online.replay_size",
     "replay_batch": "online.replay_batch",
     "teacher_delay": "online.teacher_delay",
+    "zoo_size": "online.zoo_size",
+    "zoo_margin": "online.zoo_margin",
+    "zoo_store_after": "online.zoo_store_after",
+    "zoo_need_pass": "online.zoo_need_pass",
     "optimizer": "online.student.optim.name",
     "lr": "online.student.optim.lr",
     "momentum": "online.student.optim.momentum",

@@ -22,7 +22,7 @@ from jitnet_jax.online.engine import (
     replay_push,
     replay_sample,
 )
-from jitnet_jax.online.runner import run_stream
+from jitnet_jax.online.runner import PER_FRAME_KEYS, run_stream
 from jitnet_jax.student.step import init_state, loss_and_grads, loss_and_grads_batch
 
 H, W, N = 24, 32, 24
@@ -204,6 +204,44 @@ def test_replay_checkpoint_resume_is_bit_exact(source, replay_run, checkpoints) 
     for k, v in replay_run.per_frame.items():
         np.testing.assert_array_equal(resumed.per_frame[k], v, err_msg=k)
     _assert_trees_equal(resumed.state, replay_run.state)
+
+
+#: Where :func:`test_zoo_size_0_is_the_recorded_engine`'s digests were recorded: float results of a
+#: float-chaotic run are exact only on the same JAX and CPU (AVX2 and AVX-512 machines round differently).
+RECORDED_ON = ("0.10.2", "avx512_vnni")
+#: ``(per-frame rows, final state)`` digests of the replay run below, from the engine before the zoo existed
+#: (commit ab0c8ca, jax 0.10.2, a 2-core AMD EPYC with AVX-512 VNNI).
+RECORDED_DIGESTS = ("31aee74ee36f1f7c", "d9d6028463252421")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return set()
+    return set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+
+
+def test_zoo_size_0_is_the_recorded_engine(source) -> None:
+    """``zoo_size = 0`` (the default) is the engine as it was before the zoo: the per-frame rows and final
+    state of a replay run whose checks both pass and fail hash to what that engine recorded
+    (:data:`RECORDED_DIGESTS`). The run is :data:`REPLAY` with another ``a_thr`` (a traced knob: the same
+    compiled program). Exact only on the recording platform (:data:`RECORDED_ON`); elsewhere the test skips
+    (on every machine the run has no zoo leaf, asserted before)."""
+    import hashlib
+
+    cfg = dataclasses.replace(REPLAY, a_thr=0.3)
+    assert cfg.zoo_size == 0
+    res = run_stream(source, cfg, state=new_online_state(cfg, jax.random.key(0), (H, W)), progress=False)
+    assert set(res.per_frame["updates"].tolist()) == {0, 1, 2} and res.state.zoo is None
+    version, flag = RECORDED_ON
+    if jax.__version__ != version or jax.default_backend() != "cpu" or flag not in _cpu_flags():
+        pytest.skip(
+            f"digests recorded with jax {version} on a CPU with {flag}; float results differ elsewhere"
+        )
+    rows = hashlib.sha256(b"".join(np.ascontiguousarray(res.per_frame[k]).tobytes() for k in PER_FRAME_KEYS))
+    state = hashlib.sha256(b"".join(np.ascontiguousarray(x).tobytes() for x in _leaves(res.state)))
+    assert (rows.hexdigest()[:16], state.hexdigest()[:16]) == RECORDED_DIGESTS
 
 
 def test_replay_in_a_sweep_equals_separate_runs(source, replay_run) -> None:

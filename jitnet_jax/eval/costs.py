@@ -23,20 +23,31 @@ class CostModel:
 
 
 def cost_model_speedup(
-    frames: int, teacher_frames: int, updates: int, cost: CostModel, frames_per_update: int = 1
+    frames: int,
+    teacher_frames: int,
+    updates: int,
+    cost: CostModel,
+    frames_per_update: int = 1,
+    zoo_forward: int = 0,
 ) -> float:
-    """``300 N / (7 (N - T) + 300 T + 30 B U)`` with the configured costs.
+    """``300 N / (7 (N - T) + 300 T + 30 B U + 7 F)`` with the configured costs.
 
     ``frames_per_update`` (``B``): frames one update trains on (``OnlineConfig.replay_batch``: the
-    current teacher frame plus ``B - 1`` replayed ones; 1 in the paper).
+    current teacher frame plus ``B - 1`` replayed ones; 1 in the paper). ``zoo_forward`` (``F``): the
+    zoo's forward passes (``OnlineConfig.zoo_size``; 0 without a zoo), each an inference.
     """
-    spent = cost.infer_ms * (frames - teacher_frames) + cost.teacher_ms * teacher_frames
+    spent = cost.infer_ms * (frames - teacher_frames + zoo_forward) + cost.teacher_ms * teacher_frames
     spent += cost.train_ms * updates * frames_per_update
     return cost.teacher_ms * frames / max(spent, 1e-9)
 
 
 def student_passes(
-    frames: int, teacher_frames: int, passed_checks: int, updates: int, frames_per_update: int = 1
+    frames: int,
+    teacher_frames: int,
+    passed_checks: int,
+    updates: int,
+    frames_per_update: int = 1,
+    zoo_forward: int = 0,
 ) -> dict[str, int]:
     """The student's network passes over single frames that a run computes (what the online engine
     executes, ``online.engine.teacher_updates``):
@@ -45,8 +56,11 @@ def student_passes(
         accuracy check (``updates + passed_checks`` checks; a failing check's forward is its update's);
         the ``B - 1`` replayed frames of each update (``B = frames_per_update``);
       * ``backward``: ``B`` per update. A check that passes runs none.
+      * ``zoo_forward``: the zoo's forward passes (members scored, and per switch the failed check it
+        replaced), added to ``forward``.
     """
     forward = frames - teacher_frames + updates + passed_checks + (frames_per_update - 1) * updates
+    forward += zoo_forward
     return {"forward": forward, "backward": frames_per_update * updates}
 
 
@@ -59,6 +73,7 @@ def flops_speedup(
     train_gflops: float,
     cost: CostModel,
     frames_per_update: int = 1,
+    zoo_forward: int = 0,
 ) -> float:
     """Teacher on every frame against what the run computes (:func:`student_passes`): the teacher on
     teacher frames, a forward pass at ``infer_gflops`` for each student forward (predictions, accuracy
@@ -70,8 +85,11 @@ def flops_speedup(
         updates`` that passed the threshold, a forward pass each on the current frame only).
       train_gflops: one single-frame training step (forward, backward, update); ``frames_per_update``
         (``B``, replay) frames per update, so an update costs ``B`` of them.
+      zoo_forward: the zoo's forward passes (0 without a zoo).
     """
-    n = student_passes(frames, teacher_frames, max(passes - updates, 0), updates, frames_per_update)
+    n = student_passes(
+        frames, teacher_frames, max(passes - updates, 0), updates, frames_per_update, zoo_forward
+    )
     spent = cost.teacher_gflops * teacher_frames + infer_gflops * n["forward"]
     spent += (train_gflops - infer_gflops) * n["backward"]
     return cost.teacher_gflops * frames / max(spent, 1e-9)

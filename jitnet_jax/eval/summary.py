@@ -81,7 +81,8 @@ def summarize_per_frame(
     Returns:
       ``miou``, ``class_iou``, ``frames``, ``teacher_frames``, ``teacher_fraction``, ``updates``,
       ``speedup_cost_model``, ``wall_s``, ``compile_s``, ``student_ms_per_frame``, ``frames_per_update``
-      (+ the optional ones).
+      (+ the optional ones; with a zoo's per-frame rows ``zoo_forward``, ``zoo_switches`` and
+      ``zoo_stores``, the zoo's forward passes charged as inferences in both speedups).
     """
     cost = cost or CostModel()
     if student_ms is not None:
@@ -93,6 +94,7 @@ def summarize_per_frame(
     u = int(pf["updates"].sum())
     if frames_per_update < 1:
         raise ValueError(f"frames_per_update must be >= 1, got {frames_per_update}")
+    zf = int(np.asarray(pf["zoo_forward"]).sum()) if "zoo_forward" in pf else 0
     out: dict[str, Any] = {
         "miou": scores["miou"],
         "class_iou": dict(zip(class_names, scores["class_iou"])),
@@ -100,12 +102,16 @@ def summarize_per_frame(
         "teacher_frames": t,
         "teacher_fraction": t / max(n, 1),
         "updates": u,
-        "speedup_cost_model": cost_model_speedup(n, t, u, cost, frames_per_update),
+        "speedup_cost_model": cost_model_speedup(n, t, u, cost, frames_per_update, zf),
         "wall_s": wall_s,
         "compile_s": compile_s,
         "student_ms_per_frame": 1e3 * wall_s / max(n, 1),
         "frames_per_update": frames_per_update,
     }
+    if "zoo_forward" in pf:
+        out["zoo_forward"] = zf
+        out["zoo_switches"] = int(np.asarray(pf["zoo_switch"]).sum())
+        out["zoo_stores"] = int(np.asarray(pf["zoo_store"]).sum())
     if measured_teacher_ms is not None:
         spent = measured_teacher_ms * t + 1e3 * wall_s
         out["speedup_measured"] = measured_teacher_ms * n / max(spent, 1e-9)
@@ -122,6 +128,7 @@ def summarize_per_frame(
             gflops["train_step_gflops"],
             cost,
             frames_per_update,
+            zf,
         )
         out.update({k: float(v) for k, v in gflops.items()})
     return out

@@ -32,6 +32,17 @@ gradients averaged (:func:`~jitnet_jax.student.step.batch_grads`). The accuracy 
 prediction stay on the current frame (a check that passes runs no replayed frame); the frame enters
 the buffer after its updates. ``R = 0`` has no buffer (``state.replay is None``) and is exactly the
 paper's loop.
+
+**Zoo** (beyond the paper; ``OnlineConfig.zoo_size = Z > 0``, docs/zoo.md): the state carries up to ``Z``
+earlier students (parameters and BatchNorm statistics, a leading axis ``Z``; :class:`Zoo`). When the first
+check of a teacher frame fails, the filled members are scored on the frame (forward passes only, ``vmap``
+over ``Z``, the check's metric) and, if the best beats the student by ``zoo_margin`` (and, with
+``zoo_need_pass``, the default, passes ``a_thr`` itself), the student continues
+from it (its optimiser state is kept) and the update loop checks it again instead of updating. After the
+teacher step the student is stored (into an empty slot, else the least recently used one) once
+``zoo_store_after`` teacher frames in a row passed their check, if it was updated since it was last
+stored or loaded and no member already passes the frame (scored as above). ``Z = 0`` has no zoo
+(``state.zoo is None``) and is exactly the loop without it.
 """
 
 from __future__ import annotations
@@ -44,10 +55,11 @@ import jax.numpy as jnp
 
 from jitnet_jax.config import OnlineConfig, StudentConfig
 from jitnet_jax.data.types import REGION_BACKGROUND, REGION_BOX, REGION_DTYPE
-from jitnet_jax.student.metrics import confusion_matrix
+from jitnet_jax.student.metrics import confusion_matrix, smoothed_min_iou
 from jitnet_jax.student.step import (
     StudentState,
     apply_grads,
+    apply_model,
     batch_grads,
     forward_check,
     init_state,
@@ -60,10 +72,14 @@ __all__ = [
     "OnlineConfig",
     "OnlineState",
     "ReplayBuffer",
+    "Zoo",
+    "ZOO_STATS",
     "effective_weight",
     "frame_step",
     "init_online_state",
     "init_replay",
+    "init_zoo",
+    "zoo_scores",
     "is_teacher_frame",
     "make_run_chunk",
     "new_online_state",
@@ -158,6 +174,47 @@ class PendingLabel:
 
 
 @flax.struct.dataclass
+class Zoo:
+    """Up to ``Z`` earlier students on the device (static ``Z``; docs/zoo.md).
+
+    Attributes:
+      params, batch_stats: the members' trees, each leaf like the student's with a leading axis ``Z``
+        (float32; an empty slot holds zeros).
+      filled: bool ``[Z]``, the slot holds a student.
+      used: int32 ``[Z]``, the teacher-frame count when the member was last stored or loaded (the least
+        recently used filled slot is replaced once the zoo is full).
+      streak: int32, consecutive teacher frames whose check passed (the last check of the frame).
+      dirty: bool, the student was updated since it was last stored or loaded.
+      forward: int32, the zoo's forward passes so far (scorings, ``Z`` each, and one more per switch: the
+        failed check that the switch replaced takes no update); ``switches``, ``stores``: int32 counts.
+        The per-frame stats are their differences (:data:`ZOO_STATS`).
+      margin: ``zoo_margin``; store_after: ``zoo_store_after``; need_pass: ``zoo_need_pass`` (static).
+    """
+
+    params: Any
+    batch_stats: Any
+    filled: jnp.ndarray
+    used: jnp.ndarray
+    streak: jnp.ndarray
+    dirty: jnp.ndarray
+    forward: jnp.ndarray
+    switches: jnp.ndarray
+    stores: jnp.ndarray
+    margin: float = flax.struct.field(pytree_node=False, default=0.05)
+    store_after: int = flax.struct.field(pytree_node=False, default=2)
+    need_pass: bool = flax.struct.field(pytree_node=False, default=True)
+
+    @property
+    def size(self) -> int:
+        return self.filled.shape[0]
+
+
+#: Per-frame stats of a run with a zoo (int32 each): ``zoo_forward`` (its forward passes at the frame),
+#: ``zoo_switch`` (1 if the student was replaced by a member), ``zoo_store`` (1 if the student was stored).
+ZOO_STATS = {"zoo_forward": "forward", "zoo_switch": "switches", "zoo_store": "stores"}
+
+
+@flax.struct.dataclass
 class OnlineState:
     """Everything the online loop carries from frame to frame.
 
@@ -170,6 +227,7 @@ class OnlineState:
       updates: int32 updates so far.
       replay: the replay buffer, or None without replay (the paper).
       pending: the teacher label in flight with a delayed teacher, or None (the paper).
+      zoo: the earlier students, or None without a zoo (the paper).
     """
 
     student: StudentState
@@ -180,6 +238,7 @@ class OnlineState:
     updates: jnp.ndarray
     replay: ReplayBuffer | None = None
     pending: PendingLabel | None = None
+    zoo: Zoo | None = None
 
 
 def init_replay(cfg: OnlineConfig, frame_shape: tuple[int, int]) -> ReplayBuffer | None:
@@ -211,6 +270,123 @@ def init_pending(cfg: OnlineConfig, frame_shape: tuple[int, int]) -> PendingLabe
     )
 
 
+def init_zoo(cfg: OnlineConfig, student: StudentState) -> Zoo | None:
+    """An empty zoo of ``cfg.zoo_size`` slots shaped like ``student``'s params and batch stats (None when
+    it is 0)."""
+    if cfg.zoo_size == 0:
+        return None
+    z = cfg.zoo_size
+
+    def stack(x: jnp.ndarray) -> jnp.ndarray:
+        return jnp.zeros((z, *x.shape), x.dtype)
+
+    def zero() -> jnp.ndarray:  # a buffer per leaf: the run donates the state
+        return jnp.zeros((), jnp.int32)
+
+    return Zoo(
+        params=jax.tree_util.tree_map(stack, student.params),
+        batch_stats=jax.tree_util.tree_map(stack, student.batch_stats),
+        filled=jnp.zeros((z,), bool),
+        used=jnp.zeros((z,), jnp.int32),
+        streak=zero(),
+        dirty=jnp.ones((), bool),
+        forward=zero(),
+        switches=zero(),
+        stores=zero(),
+        margin=float(cfg.zoo_margin),
+        store_after=int(cfg.zoo_store_after),
+        need_pass=bool(cfg.zoo_need_pass),
+    )
+
+
+def zoo_scores(
+    cfg: StudentConfig,
+    zoo: Zoo,
+    frame: jnp.ndarray,
+    label: jnp.ndarray,
+    class_mask: jnp.ndarray | None = None,
+) -> jnp.ndarray:
+    """Each member's smoothed min-class IoU on a teacher frame (the check's metric; forward passes only,
+    BatchNorm as :func:`~jitnet_jax.student.step.predict` normalises, ``vmap`` over ``Z``).
+
+    Args:
+      frame: uint8 ``[H, W, 3]``; label: int ``[H, W]``; class_mask: optional bool ``[C]`` (a fleet camera's
+        classes, :class:`Knobs`).
+    Returns:
+      float32 ``[Z]``; -1 for empty slots.
+    """
+    train = cfg.model.bn_mode == "batch"
+
+    def one(params: Any, stats: Any) -> jnp.ndarray:
+        logits, _ = apply_model(cfg, params, stats, frame[None], train, class_mask)
+        pred = jnp.argmax(logits[0], axis=-1).astype(jnp.int32)
+        conf = confusion_matrix(label, pred, cfg.model.num_classes)
+        return smoothed_min_iou(conf, cfg.iou_smoothing).astype(jnp.float32)
+
+    scores = jax.vmap(one)(zoo.params, zoo.batch_stats)
+    return jnp.where(zoo.filled, scores, -1.0)
+
+
+def _zoo_score_if(
+    cfg: StudentConfig, zoo: Zoo, run: jnp.ndarray, frame: Any, label: Any, class_mask: Any = None
+) -> jnp.ndarray:
+    """:func:`zoo_scores` behind a ``lax.cond`` on ``run`` (and a filled slot); float32 ``[Z]``, -1 when
+    not run."""
+    return jax.lax.cond(
+        jnp.logical_and(run, zoo.filled.any()),
+        lambda: zoo_scores(cfg, zoo, frame, label, class_mask),
+        lambda: jnp.full((zoo.size,), -1.0, jnp.float32),
+    )
+
+
+def _zoo_forward(zoo: Zoo, run: jnp.ndarray) -> jnp.ndarray:
+    """int32 forward passes of a :func:`_zoo_score_if` (``Z`` when it ran)."""
+    return jnp.where(jnp.logical_and(run, zoo.filled.any()), zoo.size, 0).astype(jnp.int32)
+
+
+def zoo_store(
+    cfg: StudentConfig,
+    knobs: Knobs,
+    zoo: Zoo,
+    student: StudentState,
+    frame: jnp.ndarray,
+    label: jnp.ndarray,
+    acc: jnp.ndarray,
+    now: jnp.ndarray,
+) -> Zoo:
+    """The zoo after a teacher frame whose last check measured ``acc``: the streak of passed checks, and
+    the store rule (module docstring): once the streak reaches ``store_after``, a student updated since
+    it was last stored or loaded is scored against the zoo and stored unless a member already passes the
+    frame (an empty slot first, else the least recently used). ``now``: int32 teacher frames so far."""
+    passed = acc > knobs.a_thr
+    streak = jnp.where(passed, zoo.streak + 1, 0).astype(jnp.int32)
+    want = passed & (streak >= zoo.store_after) & zoo.dirty
+    scores = _zoo_score_if(cfg, zoo, want, frame, label, knobs.class_mask)
+    store = want & ~(scores.max() > knobs.a_thr)
+    slot = jnp.argmin(jnp.where(zoo.filled, zoo.used, -1))  # empty slots first, else the oldest use
+
+    def put() -> tuple[Any, Any]:
+        def one(stack: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
+            return stack.at[slot].set(x)
+
+        return (
+            jax.tree_util.tree_map(one, zoo.params, student.params),
+            jax.tree_util.tree_map(one, zoo.batch_stats, student.batch_stats),
+        )
+
+    params, batch_stats = jax.lax.cond(store, put, lambda: (zoo.params, zoo.batch_stats))
+    return zoo.replace(
+        params=params,
+        batch_stats=batch_stats,
+        filled=zoo.filled.at[slot].set(zoo.filled[slot] | store),
+        used=zoo.used.at[slot].set(jnp.where(store, now, zoo.used[slot])),
+        streak=jnp.where(want, 0, streak).astype(jnp.int32),
+        dirty=zoo.dirty & ~want,
+        forward=zoo.forward + _zoo_forward(zoo, want),
+        stores=zoo.stores + store.astype(jnp.int32),
+    )
+
+
 def init_online_state(
     student: StudentState, cfg: OnlineConfig, frame_shape: tuple[int, int] | None = None
 ) -> OnlineState:
@@ -230,6 +406,7 @@ def init_online_state(
         updates=jnp.int32(0),
         replay=None if frame_shape is None else init_replay(cfg, frame_shape),
         pending=None if frame_shape is None else init_pending(cfg, frame_shape),
+        zoo=init_zoo(cfg, student),
     )
 
 
@@ -326,31 +503,91 @@ def teacher_updates(
       ``(student, pred int32 [H, W], updates int32, acc float32)`` where ``pred`` and ``acc`` are from
       the last forward pass (before the last update) on the current frame.
     """
+    student, pred, k, acc, _ = _update_loop(cfg, knobs, student, frame, label, weight, active, replay)
+    return student, pred, k, acc
+
+
+def _zoo_load(student: StudentState, zoo: Zoo, j: jnp.ndarray) -> StudentState:
+    """``student`` with member ``j``'s params and batch stats (optimiser state, step and rng kept)."""
+    return student.replace(
+        params=jax.tree_util.tree_map(lambda x: x[j], zoo.params),
+        batch_stats=jax.tree_util.tree_map(lambda x: x[j], zoo.batch_stats),
+    )
+
+
+def _update_loop(
+    cfg: StudentConfig,
+    knobs: Knobs,
+    student: StudentState,
+    frame: jnp.ndarray,
+    label: jnp.ndarray,
+    weight: jnp.ndarray,
+    active: jnp.ndarray | bool = True,
+    replay: ReplayBuffer | None = None,
+    zoo: Zoo | None = None,
+    now: jnp.ndarray | int = 0,
+) -> tuple[StudentState, jnp.ndarray, jnp.ndarray, jnp.ndarray, Zoo | None]:
+    """:func:`teacher_updates` with the zoo's switch: when the frame's first check fails, the filled
+    members are scored on it and, if the best beats the check by ``zoo.margin`` (and with
+    ``zoo.need_pass`` passes ``a_thr`` itself), that pass loads it
+    instead of updating (no update counted; the next pass checks it). ``now``: int32 teacher frames so
+    far (the loaded member's ``used``). Returns ``(student, pred, updates, acc, zoo)``; with ``zoo``
+    None the loop is exactly :func:`teacher_updates`'s."""
     h, w = label.shape
 
     def cond(c: tuple[Any, ...]) -> jnp.ndarray:
-        _, k, _, _, stop = c
+        _, k, _, _, stop = c[:5]
         return jnp.logical_and(jnp.logical_and(~stop, k < knobs.u_max), active)
 
+    def update(s: StudentState, pullback: Any, new_stats: Any) -> StudentState:
+        if replay is None:
+            (grads,) = pullback(jnp.ones((), jnp.float32))
+        else:
+            batch = replay_sample(replay, jax.random.split(s.rng)[1], frame, label, weight, knobs)
+            grads = batch_grads(cfg, s, pullback, *batch, class_mask=knobs.class_mask)
+        return apply_grads(cfg, s, grads, new_stats, knobs.lr, knobs.schedule)
+
     def body(c: tuple[Any, ...]) -> tuple[Any, ...]:
-        s, k, _, _, _ = c
+        s, k = c[:2]
         aux, new_stats, pullback = forward_check(cfg, s, frame, label, weight, knobs.class_mask)
         passed = aux["min_iou"] > knobs.a_thr
+        if zoo is None:
+            s = jax.lax.cond(passed, lambda s: s, lambda s: update(s, pullback, new_stats), s)
+            return s, k + jnp.where(passed, 0, 1).astype(jnp.int32), aux["pred"], aux["min_iou"], passed
+        z, first = c[5:]
+        score = first & ~passed
+        scores = _zoo_score_if(cfg, z, score, frame, label, knobs.class_mask)
+        j = jnp.argmax(scores)
+        switch = score & (scores[j] > aux["min_iou"] + z.margin)
+        if z.need_pass:
+            switch = switch & (scores[j] > knobs.a_thr)
+        branch = jnp.where(passed, 0, jnp.where(switch, 1, 2))
+        s = jax.lax.switch(
+            branch,
+            [lambda s: s, lambda s: _zoo_load(s, z, j), lambda s: update(s, pullback, new_stats)],
+            s,
+        )
+        z = z.replace(
+            used=jnp.where(switch, z.used.at[j].set(now), z.used),
+            dirty=jnp.where(switch, False, z.dirty | (branch == 2)),
+            forward=z.forward + _zoo_forward(z, score) + switch.astype(jnp.int32),
+            switches=z.switches + switch.astype(jnp.int32),
+        )
+        k = k + (branch == 2).astype(jnp.int32)
+        return s, k, aux["pred"], aux["min_iou"], passed, z, jnp.bool_(False)
 
-        def update(s: StudentState) -> StudentState:
-            if replay is None:
-                (grads,) = pullback(jnp.ones((), jnp.float32))
-            else:
-                batch = replay_sample(replay, jax.random.split(s.rng)[1], frame, label, weight, knobs)
-                grads = batch_grads(cfg, s, pullback, *batch, class_mask=knobs.class_mask)
-            return apply_grads(cfg, s, grads, new_stats, knobs.lr, knobs.schedule)
-
-        s = jax.lax.cond(passed, lambda s: s, update, s)
-        return s, k + jnp.where(passed, 0, 1).astype(jnp.int32), aux["pred"], aux["min_iou"], passed
-
-    init = (student, jnp.int32(0), jnp.zeros((h, w), jnp.int32), jnp.float32(0.0), jnp.bool_(False))
-    student, k, pred, acc, _ = jax.lax.while_loop(cond, body, init)
-    return student, pred, k, acc
+    init: tuple[Any, ...] = (
+        student,
+        jnp.int32(0),
+        jnp.zeros((h, w), jnp.int32),
+        jnp.float32(0.0),
+        jnp.bool_(False),
+    )
+    if zoo is not None:
+        init = (*init, zoo, jnp.bool_(True))
+    out = jax.lax.while_loop(cond, body, init)
+    student, k, pred, acc = out[:4]
+    return student, pred, k, acc, (out[5] if zoo is not None else None)
 
 
 def next_delta(knobs: Knobs, delta: jnp.ndarray, acc: jnp.ndarray) -> jnp.ndarray:
@@ -387,7 +624,11 @@ def teacher_step(
       ``(state, pred int32 [H, W], updates int32, acc float32)`` (``cursor`` is not advanced here).
     """
     weight = effective_weight(region, knobs)
-    student, pred, k, acc = teacher_updates(cfg, knobs, s.student, frame, label, weight, active, s.replay)
+    student, pred, k, acc, zoo = _update_loop(
+        cfg, knobs, s.student, frame, label, weight, active, s.replay, s.zoo, s.teacher_frames
+    )
+    if zoo is not None:
+        zoo = zoo_store(cfg, knobs, zoo, student, frame, label, acc, s.teacher_frames)
     delta = next_delta(knobs, s.delta, acc)
     taught = s.replace(
         student=student,
@@ -396,6 +637,7 @@ def teacher_step(
         teacher_frames=s.teacher_frames + 1,
         updates=s.updates + k,
         replay=None if s.replay is None else replay_push(s.replay, frame, label, region),
+        zoo=zoo,
     )
     if not masked:
         return taught, pred, k, acc
@@ -493,12 +735,13 @@ def frame_step(
         ``"student"``: the frame is known to be no teacher frame (a gated sweep's other frames).
     Returns ``(state, stats)`` with stats: ``teacher`` bool, ``updates`` int32, ``delta`` int32 (after
     this frame), ``acc`` float32 (last measured control accuracy; 0 on student-only frames),
-    ``confusion`` int32 ``[C, C]`` and ``pred`` uint8 ``[H, W]``.
+    ``confusion`` int32 ``[C, C]`` and ``pred`` uint8 ``[H, W]``; with a zoo also :data:`ZOO_STATS`.
     """
     if branch not in BRANCHES:
         raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
     is_teacher = is_teacher_frame(state, valid)
     label = label.astype(jnp.int32)
+    zoo_before = state.zoo
     if state.pending is not None:
         state, pred, k, acc, is_teacher = _delayed_frame_step(
             cfg, knobs, state, frame, label, region, valid, branch
@@ -523,6 +766,9 @@ def frame_step(
         "confusion": confusion_matrix(label, pred, cfg.model.num_classes, mask=valid),
         "pred": pred.astype(jnp.uint8),
     }
+    if zoo_before is not None:
+        for stat, field in ZOO_STATS.items():
+            stats[stat] = (getattr(state.zoo, field) - getattr(zoo_before, field)).astype(jnp.int32)
     return state, stats
 
 

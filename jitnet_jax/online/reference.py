@@ -53,6 +53,8 @@ def run_reference(
     cfg.validate()
     if cfg.teacher_delay:
         raise ValueError("the reference loop has no teacher delay (teacher_delay must be 0)")
+    if cfg.zoo_size:
+        raise ValueError(f"the reference loop has no zoo (zoo_size must be 0, got {cfg.zoo_size})")
     scfg = cfg.student
     info = source.info
     c = info.num_classes

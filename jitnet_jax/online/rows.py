@@ -3,7 +3,9 @@
 A run's per-frame dict holds numpy arrays over its frames: ``frame`` int64 ``[N]``, ``teacher`` bool ``[N]``
 (the teacher ran on the frame), ``updates`` int32 ``[N]``, ``delta`` int32 ``[N]`` (the stride after the
 frame), ``acc`` float32 ``[N]`` (the last accuracy check measured at the frame; 0 where none ran) and
-``tp``/``fp``/``fn`` int64 ``[N, C]`` (the frame's confusion against its label).
+``tp``/``fp``/``fn`` int64 ``[N, C]`` (the frame's confusion against its label). A run with a zoo
+(``OnlineConfig.zoo_size > 0``) also holds :data:`ZOO_KEYS`, int32 ``[N]`` each: the zoo's forward passes,
+switches and stores at the frame.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import numpy as np
 from jitnet_jax.data.types import Chunk
 
 PER_FRAME_KEYS = ("frame", "teacher", "updates", "delta", "acc", "tp", "fp", "fn")
+#: The per-frame keys a run with a zoo adds (``online.engine.ZOO_STATS``).
+ZOO_KEYS = ("zoo_forward", "zoo_switch", "zoo_store")
 
 
 def empty_per_frame(num_classes: int) -> dict[str, np.ndarray]:
@@ -34,7 +38,7 @@ def chunk_per_frame(chunk: Chunk, stats: dict[str, np.ndarray]) -> dict[str, np.
     n = int(chunk.valid.sum())
     conf = np.asarray(stats["confusion"][:n], np.int64)
     tp = np.diagonal(conf, axis1=1, axis2=2)
-    return {
+    rows = {
         "frame": np.arange(chunk.start, chunk.start + n, dtype=np.int64),
         "teacher": np.asarray(stats["teacher"][:n], bool),
         "updates": np.asarray(stats["updates"][:n], np.int32),
@@ -44,13 +48,16 @@ def chunk_per_frame(chunk: Chunk, stats: dict[str, np.ndarray]) -> dict[str, np.
         "fp": conf.sum(1) - tp,
         "fn": conf.sum(2) - tp,
     }
+    rows.update({k: np.asarray(stats[k][:n], np.int32) for k in ZOO_KEYS if k in stats})
+    return rows
 
 
 def concat_per_frame(parts: list[dict[str, np.ndarray]], num_classes: int) -> dict[str, np.ndarray]:
     """Concatenate per-frame dicts."""
     if not parts:
         return empty_per_frame(num_classes)
-    return {k: np.concatenate([p[k] for p in parts]) for k in PER_FRAME_KEYS}
+    keys = PER_FRAME_KEYS + tuple(k for k in ZOO_KEYS if all(k in p for p in parts))
+    return {k: np.concatenate([p[k] for p in parts]) for k in keys}
 
 
 def confusion_from_per_frame(per_frame: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -77,6 +84,9 @@ class PerFrameBuffer:
 
     def append(self, rows: dict[str, np.ndarray]) -> None:
         k = len(rows["frame"])
+        for key in ZOO_KEYS:  # a zoo run's extra columns (zeros for any rows before them)
+            if key in rows and key not in self._data:
+                self._data[key] = np.zeros(len(self._data["frame"]), np.int32)
         need = self._n + k
         cap = len(self._data["frame"])
         if need > cap:
@@ -89,6 +99,9 @@ class PerFrameBuffer:
             self._data = grown
         for key in PER_FRAME_KEYS:
             self._data[key][self._n : need] = rows[key]
+        for key in ZOO_KEYS:
+            if key in rows:
+                self._data[key][self._n : need] = rows[key]
         self._n = need
 
     def view(self) -> dict[str, np.ndarray]:

@@ -2,10 +2,11 @@
 compiled program (:mod:`jitnet_jax.sweep.compiled`), fed chunk by chunk; per-member results and summaries.
 
 Every member has its own controller knobs, learning-rate schedule kind and peak lr, momentum, seed and
-stream (:mod:`jitnet_jax.sweep.grid`); its own student, optimiser state, controller state and replay
-buffer, stacked on a leading ``[K]`` axis (:mod:`jitnet_jax.sweep.members`); frames are decoded once per
-chunk and shared. Static settings (model, optimiser name, schedule shape parameters, ``chunk_size``,
-``replay_size``, ``replay_batch``) come from the base config and are the same for every member.
+stream (:mod:`jitnet_jax.sweep.grid`); its own student, optimiser state, controller state, replay
+buffer and zoo, stacked on a leading ``[K]`` axis (:mod:`jitnet_jax.sweep.members`); frames are decoded
+once per chunk and shared. Static settings (model, optimiser name, schedule shape parameters,
+``chunk_size``, ``replay_size``, ``replay_batch``, ``zoo_size``, ``zoo_margin``, ``zoo_store_after``) come
+from the base config and are the same for every member.
 Each member's result equals a separate :func:`~jitnet_jax.online.runner.run_stream` of it (bit-identical
 in ``mode="map"`` and ``"lockstep"``, tested). On XLA:CPU ``map`` computes at least as fast as the same
 members run one by one and the vmapped modes do not (``experiments/bench_sweep.py``, docs/performance.md

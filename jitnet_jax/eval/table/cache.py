@@ -64,7 +64,7 @@ def load_cached(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
 
 #: OnlineConfig fields added after the paper's loop, with the value that leaves the loop the paper's (R = 0
 #: replay is bit-identical to no replay; no teacher delay).
-NEUTRAL_ONLINE = {"replay_size": 0, "replay_batch": 1, "teacher_delay": 0}
+NEUTRAL_ONLINE = {"replay_size": 0, "replay_batch": 1, "teacher_delay": 0, "zoo_size": 0}
 
 
 def online_key(ocfg: OnlineConfig) -> dict[str, Any]:
@@ -73,6 +73,10 @@ def online_key(ocfg: OnlineConfig) -> dict[str, Any]:
     d = to_dict(ocfg)
     if not d.get("replay_size"):
         d.pop("replay_batch", None)
+    if not d.get("zoo_size"):
+        d.pop("zoo_margin", None)
+        d.pop("zoo_store_after", None)
+        d.pop("zoo_need_pass", None)
     return {k: v for k, v in d.items() if not (k in NEUTRAL_ONLINE and v == NEUTRAL_ONLINE[k])}
 
 
