@@ -169,8 +169,8 @@ def _main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"fleet-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.distributed and jax.process_index() != 0:  # process 0 owns the output folder
         return _run(args, cfg, fleet, budget, None)
-    lock = lock_output(out, "fleet folder")  # noqa: F841  held until return
-    return _run(args, cfg, fleet, budget, out)
+    with lock_output(out, "fleet folder"):  # a second fleet run in this folder is refused meanwhile
+        return _run(args, cfg, fleet, budget, out)
 
 
 def _fingerprint(args: argparse.Namespace, cfg: Any, fleet: Any, budget: Any) -> dict[str, Any]:

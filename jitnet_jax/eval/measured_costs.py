@@ -253,8 +253,9 @@ def time_student(
             student=model, a_thr=1.0, u_max=u_max, replay_size=0 if b == 1 else 2 * b, replay_batch=b
         ).validate()
         replay = init_replay(cfg, (height, width))
+        region = jnp.ones((height, width), jnp.uint8)  # the region map of background everywhere: weight 1
         for _ in range(cfg.replay_size):
-            replay = replay_push(replay, frame, label, weight)
+            replay = replay_push(replay, frame, label, region)
         knobs = Knobs.from_config(cfg)
         loop = jax.jit(lambda st, f, y, w, r, kn=knobs: teacher_updates(model, kn, st, f, y, w, replay=r))
         _, _, k, _ = loop(state, frame, label, weight, replay)
