@@ -29,7 +29,7 @@ import numpy as np
 
 from jitnet_jax.compile_cache import enable_compile_cache
 from jitnet_jax.config import ModelConfig, OnlineConfig, OptimConfig, StudentConfig, override
-from jitnet_jax.data.concat import canonical_spec, is_constructed
+from jitnet_jax.data.concat import canonical_spec, is_constructed, parse_stream_spec
 from jitnet_jax.data.label_store import FORMAT_VERSION as STORE_FORMAT_VERSION
 from jitnet_jax.eval.measured_costs import MeasuredCosts, load_or_measure, machine, measure_costs
 from jitnet_jax.eval.table import (
@@ -64,14 +64,18 @@ def stream_frames(
     lvs: Path, streams: Sequence[str], height: int, width: int, per_stream: int = 16, start: int = 100
 ) -> list[np.ndarray]:
     """``per_stream`` consecutive frames (uint8 ``[height, width, 3]``, from frame ``start``, else the first)
-    of each plain stream, resized as the table reads them: the frames the measured costs are timed on."""
+    of each stream (a constructed stream's: of each of its streams), resized as the table reads them: the frames
+    the measured costs are timed on."""
     from jitnet_jax.data.video_frames import VideoFrames
     from teacher.lvs import open_stream
 
     frames: list[np.ndarray] = []
-    for st in streams:
-        if is_constructed(st):
-            continue
+    names: list[str] = []
+    for st in streams:  # a constructed stream's frames are its parts' (each stream once)
+        for name in [p[0] for p in parse_stream_spec(st)] if is_constructed(st) else [st]:
+            if name not in names:
+                names.append(name)
+    for st in names:
         s = open_stream(lvs, st, check_frames=False)
         vf = VideoFrames([str(c.video) for c in s.chunks], height, width, st, ("background",), "")
         first = start if sum(s.frame_counts) > start + per_stream else 0
