@@ -5,14 +5,13 @@ across devices)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from tests.test_multihost import _free_port
+from tests.test_multihost import cpu_env, run_two_processes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,16 +80,8 @@ np.savez(f"{out}.{process_id}.npz", waits=result.ledger["waits"], **rows(result)
 )
 
 
-def _env() -> dict[str, str]:
-    env = dict(
-        os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    )
-    env.pop("XLA_FLAGS", None)
-    return env
-
-
 def test_fleet_on_four_devices_equals_one_device() -> None:
-    env = _env()
+    env = cpu_env()
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     r = subprocess.run(
         [sys.executable, "-c", FOUR], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
@@ -105,25 +96,8 @@ def test_fleet_over_two_processes_reads_only_its_cameras_and_equals_one_process(
     from jitnet_jax.fleet import Budget, run_fleet
 
     reference = run_fleet(fleet, cfg, Budget("need", per_tick=1), mode="lockstep", progress=False)
-    port, out = str(_free_port()), str(tmp_path / "rows")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", TWO, str(i), port, out],
-            cwd=REPO,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    try:
-        errs = [p.communicate(timeout=300)[1] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, err in zip(procs, errs):
-        assert p.returncode == 0, err[-3000:]
+    out = str(tmp_path / "rows")
+    run_two_processes(TWO, out)
     expected = ns["rows"](reference)
     for i in range(2):  # every process made every camera's rows from the gathered statistics
         got = np.load(f"{out}.{i}.npz")

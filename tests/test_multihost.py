@@ -38,22 +38,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_sweep_matches_one_process(tmp_path) -> None:
-    from jitnet_jax.data.synthetic import SyntheticStream
-    from jitnet_jax.sweep.driver import run_sweep
-    from tests.test_sweep import BASE, MEMBERS, H, N, W
-
-    reference = run_sweep(SyntheticStream(N, H, W, seed=3), BASE, MEMBERS, mode="map", progress=False)
+def cpu_env() -> dict[str, str]:
+    """The environment of a CPU-only subprocess that imports this checkout (no forced device count)."""
     env = dict(
         os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
     )
     env.pop("XLA_FLAGS", None)
-    port, out = str(_free_port()), str(tmp_path / "per_frame")
+    return env
+
+
+def run_two_processes(script: str, out: str, timeout: int = 300) -> None:
+    """Run ``script`` as processes 0 and 1 of one ``jax.distributed`` job on localhost (``argv``: process id,
+    coordinator port, ``out``); fail with the stderr of one that exits non-zero."""
+    port = str(_free_port())
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", SCRIPT, str(i), port, out],
+            [sys.executable, "-c", script, str(i), port, out],
             cwd=REPO,
-            env=env,
+            env=cpu_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -61,12 +63,22 @@ def test_two_process_sweep_matches_one_process(tmp_path) -> None:
         for i in range(2)
     ]
     try:
-        errs = [p.communicate(timeout=300)[1] for p in procs]
+        errs = [p.communicate(timeout=timeout)[1] for p in procs]
     finally:
         for p in procs:
             p.kill()
     for p, err in zip(procs, errs):
         assert p.returncode == 0, err[-3000:]
+
+
+def test_two_process_sweep_matches_one_process(tmp_path) -> None:
+    from jitnet_jax.data.synthetic import SyntheticStream
+    from jitnet_jax.sweep.driver import run_sweep
+    from tests.test_sweep import BASE, MEMBERS, H, N, W
+
+    reference = run_sweep(SyntheticStream(N, H, W, seed=3), BASE, MEMBERS, mode="map", progress=False)
+    out = str(tmp_path / "per_frame")
+    run_two_processes(SCRIPT, out)
     for i in range(2):  # every process gathered every member's rows
         got = np.load(f"{out}.{i}.npz")
         for m, pf in enumerate(reference.per_frame):
